@@ -1,0 +1,4 @@
+# Warnings used by every runnel target.
+add_library(runnel_warnings INTERFACE)
+target_compile_options(runnel_warnings INTERFACE
+  $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wno-unused-parameter>)

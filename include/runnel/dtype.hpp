@@ -1,0 +1,47 @@
+#pragma once
+// Element types and their traits.  Every fact about a dtype lives in one row of
+// the traits table (src/core/dtype.cpp): block size, bytes per block, the
+// reference row conversions and the dtype activations take in dot products.
+// Block-quantized types (GGUF's Q8_0, Q4_K, ...) are rows with block_size > 1.
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+namespace runnel {
+
+enum class DType : unsigned char {
+  F32 = 0,
+  F16,
+  BF16,
+  I32,
+  kCount,  // not a dtype: the number of rows in the traits table
+};
+inline constexpr int kNumDTypes = static_cast<int>(DType::kCount);
+
+// Converts `n` elements of a row (n a multiple of block_size) to f32.
+using ToFloatFn = void (*)(const void* src, float* dst, int64_t n);
+// Converts `n` f32 values to a row of this dtype (n a multiple of block_size).
+using FromFloatFn = void (*)(const float* src, void* dst, int64_t n);
+
+struct DTypeTraits {
+  DType dtype;
+  std::string_view name;   // "f32", "f16", ...
+  int64_t block_size;      // elements per block (1 for plain types)
+  int64_t type_size;       // bytes per block
+  bool is_float;           // can hold weights / activations
+  ToFloatFn to_float;      // scalar reference, never null for float types
+  FromFloatFn from_float;  // scalar reference, never null for float types
+  DType vec_dot_type;      // dtype the activations are converted to for dots
+};
+
+const DTypeTraits& traits(DType t);
+inline std::string_view dtype_name(DType t) { return traits(t).name; }
+// Parses "f32", "float32", "f16", "float16", "half", "bf16", "bfloat16".
+// Throws runnel::Error naming `what` (a flag or field) on anything else.
+DType parse_dtype(std::string_view s, std::string_view what);
+
+// Bytes for `n` elements of `t`; throws if n is not a multiple of the block
+// size or the product overflows.
+size_t row_bytes(DType t, int64_t n);
+
+}  // namespace runnel

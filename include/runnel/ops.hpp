@@ -1,0 +1,104 @@
+#pragma once
+// Ops: the checked front of the kernel layer.  Each op takes tensor views,
+// checks dtypes and shapes (throwing runnel::Error on any mismatch), splits the
+// work over the context's thread pool and calls the selected ISA's kernels.
+// Outputs are written through views; ops never allocate tensors.
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "runnel/tensor.hpp"
+#include "runnel/thread_pool.hpp"
+
+namespace runnel {
+
+// What ops run on: a thread pool (and, later, a device stream).
+struct Context {
+  explicit Context(int n_threads);
+  ThreadPool pool;
+  // Products with at least this many rows of x go to oneDNN (or the blocked
+  // fallback); fewer rows use the memory-bound small-batch kernels.
+  int64_t gemm_min_rows = 16;
+  bool use_dnnl = true;  // false forces runnel's own blocked kernel
+
+  // Grows and returns per-call scratch of at least n floats.
+  float* scratch(size_t n);
+
+ private:
+  std::vector<float> scratch_;
+};
+
+enum class Activation : unsigned char { Relu, Gelu, GeluTanh, Silu };
+enum class RopeStyle : unsigned char {
+  NeoX,  // rotate halves (x[i], x[i + d/2]): HF LLaMA, GPT-NeoX
+  GptJ,  // rotate pairs (x[2i], x[2i + 1]): GPT-J, Meta's original LLaMA, llama2.c
+};
+enum class RopeScaling : unsigned char { None, Linear, Dynamic, Llama3 };
+
+struct RopeConfig {
+  int64_t rot_dim = 0;        // rotated dims per head (even)
+  float theta = 10000.0f;
+  RopeScaling scaling = RopeScaling::None;
+  float factor = 1.0f;
+  // llama3
+  float low_freq_factor = 1.0f;
+  float high_freq_factor = 4.0f;
+  int64_t original_max_positions = 8192;
+  // dynamic: scaling starts once the sequence exceeds this
+  int64_t max_positions = 2048;
+};
+
+namespace ops {
+
+// y[m, n] = x[m, k] w[n, k]^T (+ bias[n]).  x, y, bias: f32.  w: f32, f16, bf16.
+void matmul(Context& ctx, const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y);
+
+// Row-wise over the last dimension.  x, y: [..., n] f32; w, b: [n] f32.
+void rmsnorm(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& y, float eps);
+void layernorm(Context& ctx, const Tensor& x, const Tensor* w, const Tensor* b, const Tensor& y,
+               float eps);
+
+// Inverse frequencies [rot_dim / 2] as HF transformers computes them, for a
+// sequence of `seq_len` tokens (which only matters for dynamic scaling).
+std::vector<float> rope_inv_freq(const RopeConfig& cfg, int64_t seq_len);
+// Rotates x [n_tok, n_heads, head_dim] f32 in place; token t sits at
+// positions[t].  Only the first rot_dim = 2 * inv_freq.size() dims rotate.
+void rope(Context& ctx, const Tensor& x, std::span<const int32_t> positions,
+          std::span<const float> inv_freq, RopeStyle style);
+
+// ALiBi slopes for n_heads, including head counts that are not powers of two.
+std::vector<float> alibi_slopes(int64_t n_heads);
+
+// y[r, j] = softmax_j(scale * x[r, j]) over [rows, n].  With `causal`, row r
+// only sees j <= r + causal_offset (later entries become 0).
+void softmax(Context& ctx, const Tensor& x, const Tensor& y, float scale, bool causal = false,
+             int64_t causal_offset = 0);
+
+void activation(Context& ctx, Activation kind, const Tensor& x, const Tensor& y);
+void swiglu(Context& ctx, const Tensor& gate, const Tensor& up, const Tensor& y);  // silu(gate) * up
+void add(Context& ctx, const Tensor& a, const Tensor& b, const Tensor& y);
+
+// y[i, :] = table[ids[i], :] as f32.  table: [vocab, d] f32/f16/bf16.
+void embedding(Context& ctx, const Tensor& table, std::span<const int32_t> ids, const Tensor& y);
+
+// Converts a tensor to another float dtype (same shape).
+void convert(Context& ctx, const Tensor& x, const Tensor& y);
+
+// A KV cache seen by attention: k and v are [n_blocks, block_size, n_kv_heads,
+// head_dim] (f32 or f16); token t of the sequence lives in block
+// block_table[t / block_size], or in block t / block_size when block_table is
+// empty (a contiguous cache is one block of n_ctx tokens).
+struct KvView {
+  Tensor k, v;
+  std::span<const int32_t> block_table;
+};
+
+// Causal attention: q, out [n_q, n_heads, head_dim] f32; query i is at
+// position pos0 + i and sees keys 0 .. pos0 + i, which must already be in the
+// cache.  n_heads must be a multiple of n_kv_heads (grouped-query attention).
+// alibi_slopes is empty or [n_heads].
+void attention(Context& ctx, const Tensor& q, const KvView& kv, int64_t pos0, float scale,
+               std::span<const float> alibi_slopes, const Tensor& out);
+
+}  // namespace ops
+}  // namespace runnel

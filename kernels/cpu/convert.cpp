@@ -1,0 +1,58 @@
+// Row conversions between f32 and the float weight dtypes.
+#include "cpu/kernels.hpp"
+#include "cpu/simd.hpp"
+
+namespace runnel::cpu::RUNNEL_ISA_NS {
+namespace {
+
+void f32_copy(const void* src, float* dst, int64_t n) {
+  const float* s = static_cast<const float*>(src);
+  for (int64_t i = 0; i < n; ++i) dst[i] = s[i];
+}
+void f32_copy_from(const float* src, void* dst, int64_t n) { f32_copy(src, static_cast<float*>(dst), n); }
+
+void f16_to(const void* src, float* dst, int64_t n) {
+  const uint16_t* s = static_cast<const uint16_t*>(src);
+  int64_t i = 0;
+#if !defined(RUNNEL_ISA_SCALAR)
+  for (; i + VF::N <= n; i += VF::N) VF::load_f16(s + i).store(dst + i);
+#endif
+  for (; i < n; ++i) dst[i] = f16_to_f32(s[i]);
+}
+
+void f16_from(const float* src, void* dst, int64_t n) {
+  uint16_t* d = static_cast<uint16_t*>(dst);
+  int64_t i = 0;
+#if !defined(RUNNEL_ISA_SCALAR)
+  for (; i + VF::N <= n; i += VF::N) VF::load(src + i).store_f16(d + i);
+#endif
+  for (; i < n; ++i) d[i] = f32_to_f16(src[i]);
+}
+
+void bf16_to(const void* src, float* dst, int64_t n) {
+  const uint16_t* s = static_cast<const uint16_t*>(src);
+  int64_t i = 0;
+#if !defined(RUNNEL_ISA_SCALAR)
+  for (; i + VF::N <= n; i += VF::N) VF::load_bf16(s + i).store(dst + i);
+#endif
+  for (; i < n; ++i) dst[i] = bf16_to_f32(s[i]);
+}
+
+void bf16_from(const float* src, void* dst, int64_t n) {
+  // Rounding to nearest even needs NaN care; the scalar form vectorises well.
+  uint16_t* d = static_cast<uint16_t*>(dst);
+  for (int64_t i = 0; i < n; ++i) d[i] = f32_to_bf16(src[i]);
+}
+
+}  // namespace
+
+void register_convert(KernelTable& t) {
+  t.to_f32[int(DType::F32)] = f32_copy;
+  t.from_f32[int(DType::F32)] = f32_copy_from;
+  t.to_f32[int(DType::F16)] = f16_to;
+  t.from_f32[int(DType::F16)] = f16_from;
+  t.to_f32[int(DType::BF16)] = bf16_to;
+  t.from_f32[int(DType::BF16)] = bf16_from;
+}
+
+}  // namespace runnel::cpu::RUNNEL_ISA_NS

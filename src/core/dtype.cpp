@@ -1,0 +1,77 @@
+#include "runnel/dtype.hpp"
+
+#include <array>
+#include <string>
+
+#include "cpu/half.hpp"
+#include "runnel/error.hpp"
+
+namespace runnel {
+namespace {
+
+void f32_to_float(const void* src, float* dst, int64_t n) {
+  const float* s = static_cast<const float*>(src);
+  for (int64_t i = 0; i < n; ++i) dst[i] = s[i];
+}
+void f32_from_float(const float* src, void* dst, int64_t n) {
+  float* d = static_cast<float*>(dst);
+  for (int64_t i = 0; i < n; ++i) d[i] = src[i];
+}
+void f16_to_float(const void* src, float* dst, int64_t n) {
+  const uint16_t* s = static_cast<const uint16_t*>(src);
+  for (int64_t i = 0; i < n; ++i) dst[i] = cpu::f16_to_f32(s[i]);
+}
+void f16_from_float(const float* src, void* dst, int64_t n) {
+  uint16_t* d = static_cast<uint16_t*>(dst);
+  for (int64_t i = 0; i < n; ++i) d[i] = cpu::f32_to_f16(src[i]);
+}
+void bf16_to_float(const void* src, float* dst, int64_t n) {
+  const uint16_t* s = static_cast<const uint16_t*>(src);
+  for (int64_t i = 0; i < n; ++i) dst[i] = cpu::bf16_to_f32(s[i]);
+}
+void bf16_from_float(const float* src, void* dst, int64_t n) {
+  uint16_t* d = static_cast<uint16_t*>(dst);
+  for (int64_t i = 0; i < n; ++i) d[i] = cpu::f32_to_bf16(src[i]);
+}
+
+// The traits table: one row per dtype, in enum order.
+constexpr std::array<DTypeTraits, kNumDTypes> kTraits = {{
+    {DType::F32, "f32", 1, 4, true, f32_to_float, f32_from_float, DType::F32},
+    {DType::F16, "f16", 1, 2, true, f16_to_float, f16_from_float, DType::F32},
+    {DType::BF16, "bf16", 1, 2, true, bf16_to_float, bf16_from_float, DType::F32},
+    {DType::I32, "i32", 1, 4, false, nullptr, nullptr, DType::I32},
+}};
+
+static_assert([] {
+  for (int i = 0; i < kNumDTypes; ++i)
+    if (static_cast<int>(kTraits[i].dtype) != i) return false;
+  return true;
+}(), "traits table rows must follow the DType enum order");
+
+}  // namespace
+
+const DTypeTraits& traits(DType t) {
+  const int i = static_cast<int>(t);
+  if (i < 0 || i >= kNumDTypes) throw Error("invalid dtype value " + std::to_string(i));
+  return kTraits[i];
+}
+
+DType parse_dtype(std::string_view s, std::string_view what) {
+  if (s == "f32" || s == "float32" || s == "F32") return DType::F32;
+  if (s == "f16" || s == "float16" || s == "half" || s == "F16") return DType::F16;
+  if (s == "bf16" || s == "bfloat16" || s == "BF16") return DType::BF16;
+  throw Error(std::string(what) + ": unknown dtype '" + std::string(s) +
+              "' (expected f32, f16 or bf16)");
+}
+
+size_t row_bytes(DType t, int64_t n) {
+  const DTypeTraits& tr = traits(t);
+  if (n < 0 || n % tr.block_size != 0)
+    throw Error("a row of " + std::to_string(n) + " " + std::string(tr.name) +
+                " elements is not a whole number of blocks of " + std::to_string(tr.block_size));
+  const uint64_t blocks = uint64_t(n / tr.block_size);
+  if (blocks > (uint64_t(1) << 62) / uint64_t(tr.type_size)) throw Error("row size overflows");
+  return size_t(blocks * uint64_t(tr.type_size));
+}
+
+}  // namespace runnel

@@ -1,0 +1,111 @@
+// The CUDA backend: device memory through a caching allocator, copies and
+// synchronisation.  Compute ops on the GPU are not implemented yet, so
+// supports() answers false for every op.
+#include <cuda_runtime.h>
+
+#include <map>
+#include <mutex>
+#include <string>
+
+#include "runnel/backend.hpp"
+#include "runnel/error.hpp"
+
+namespace runnel {
+namespace {
+
+void cuda_check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw Error(std::string("CUDA: ") + what + ": " + cudaGetErrorString(e));
+}
+
+class CudaBackend;
+
+// Device memory returned to the backend's cache when released.
+class CudaBuffer final : public Buffer {
+ public:
+  CudaBuffer(CudaBackend* owner, void* ptr, size_t size) : owner_(owner), ptr_(ptr), size_(size) {}
+  ~CudaBuffer() override;
+  void* data() override { return ptr_; }
+  const void* data() const override { return ptr_; }
+  size_t size() const override { return size_; }
+  Device device() const override { return Device::CUDA; }
+
+ private:
+  CudaBackend* owner_;
+  void* ptr_;
+  size_t size_;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  Device device() const override { return Device::CUDA; }
+  std::string name() const override { return "cuda"; }
+
+  std::shared_ptr<Buffer> allocate(size_t bytes) override {
+    const size_t rounded = round_up(bytes);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = free_.lower_bound(rounded);
+      // Reuse a cached block unless it is more than twice the request.
+      if (it != free_.end() && it->first <= 2 * rounded) {
+        void* p = it->second;
+        const size_t sz = it->first;
+        free_.erase(it);
+        return std::make_shared<CudaBuffer>(this, p, sz);
+      }
+    }
+    void* p = nullptr;
+    cudaError_t e = cudaMalloc(&p, rounded);
+    if (e != cudaSuccess) {
+      release_cache();
+      cuda_check(cudaMalloc(&p, rounded), "cudaMalloc");
+    }
+    return std::make_shared<CudaBuffer>(this, p, rounded);
+  }
+
+  void give_back(void* p, size_t size) {
+    std::lock_guard<std::mutex> lock(mu_);
+    free_.emplace(size, p);
+  }
+
+  void release_cache() {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [sz, p] : free_) cudaFree(p);
+    free_.clear();
+  }
+
+  void copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) override {
+    cudaMemcpyKind kind = cudaMemcpyDefault;
+    if (dst_device == Device::CPU && src_device == Device::CPU) kind = cudaMemcpyHostToHost;
+    else if (dst_device == Device::CUDA && src_device == Device::CPU) kind = cudaMemcpyHostToDevice;
+    else if (dst_device == Device::CPU && src_device == Device::CUDA) kind = cudaMemcpyDeviceToHost;
+    else kind = cudaMemcpyDeviceToDevice;
+    cuda_check(cudaMemcpy(dst, src, bytes, kind), "cudaMemcpy");
+  }
+
+  void synchronize() override { cuda_check(cudaDeviceSynchronize(), "cudaDeviceSynchronize"); }
+
+  bool supports(Op, DType) const override { return false; }
+
+ private:
+  static size_t round_up(size_t n) {
+    const size_t a = 512;
+    return n == 0 ? a : (n + a - 1) / a * a;
+  }
+  std::mutex mu_;
+  std::multimap<size_t, void*> free_;
+};
+
+CudaBuffer::~CudaBuffer() { owner_->give_back(ptr_, size_); }
+
+}  // namespace
+
+Backend* cuda_backend() {
+  static CudaBackend* backend = []() -> CudaBackend* {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) return nullptr;
+    return new CudaBackend();  // lives for the process, so cached blocks never outlive it
+  }();
+  return backend;
+}
+
+}  // namespace runnel

@@ -1,0 +1,110 @@
+// Rotary embeddings (with HF's scaling rules) and ALiBi slopes.
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "common.hpp"
+
+namespace runnel::ops {
+using namespace detail;
+
+std::vector<float> rope_inv_freq(const RopeConfig& cfg, int64_t seq_len) {
+  if (cfg.rot_dim <= 0 || cfg.rot_dim % 2 != 0)
+    throw Error("rope: rotary dimension " + std::to_string(cfg.rot_dim) + " must be positive and even");
+  if (!(cfg.theta > 0.0f)) throw Error("rope: theta must be positive");
+  const int64_t half = cfg.rot_dim / 2;
+  float base = cfg.theta;
+  if (cfg.scaling == RopeScaling::Dynamic && seq_len > cfg.max_positions) {
+    // NTK-aware: grow the base with the sequence length (HF transformers).
+    const double d = double(cfg.rot_dim);
+    const double f = double(cfg.factor);
+    base = float(double(cfg.theta) *
+                 std::pow(f * double(seq_len) / double(cfg.max_positions) - (f - 1.0), d / (d - 2.0)));
+  }
+  std::vector<float> inv(static_cast<size_t>(half));
+  for (int64_t i = 0; i < half; ++i) {
+    const float e = float(2 * i) / float(cfg.rot_dim);
+    inv[size_t(i)] = 1.0f / std::pow(base, e);
+  }
+  switch (cfg.scaling) {
+    case RopeScaling::None:
+    case RopeScaling::Dynamic:
+      break;
+    case RopeScaling::Linear:
+      if (!(cfg.factor > 0.0f)) throw Error("rope_scaling.factor must be positive");
+      for (float& f : inv) f /= cfg.factor;
+      break;
+    case RopeScaling::Llama3: {
+      if (!(cfg.factor > 0.0f) || !(cfg.high_freq_factor > cfg.low_freq_factor))
+        throw Error("rope_scaling (llama3): need factor > 0 and high_freq_factor > low_freq_factor");
+      const float old_ctx = float(cfg.original_max_positions);
+      const float low_wavelen = old_ctx / cfg.low_freq_factor;
+      const float high_wavelen = old_ctx / cfg.high_freq_factor;
+      for (float& f : inv) {
+        const float wavelen = 2.0f * float(M_PI) / f;
+        if (wavelen > low_wavelen) {
+          f = f / cfg.factor;
+        } else if (wavelen >= high_wavelen) {
+          const float smooth = (old_ctx / wavelen - cfg.low_freq_factor) /
+                               (cfg.high_freq_factor - cfg.low_freq_factor);
+          f = (1.0f - smooth) * f / cfg.factor + smooth * f;
+        }
+      }
+      break;
+    }
+  }
+  return inv;
+}
+
+void rope(Context& ctx, const Tensor& x, std::span<const int32_t> positions,
+          std::span<const float> inv_freq, RopeStyle style) {
+  expect_cpu(x, "rope", "x");
+  expect_dtype(x, DType::F32, "rope", "x");
+  expect_ndim(x, 3, "rope", "x");
+  const int64_t n_tok = x.dim(0), n_heads = x.dim(1), head_dim = x.dim(2);
+  const int64_t rot = 2 * int64_t(inv_freq.size());
+  if (int64_t(positions.size()) != n_tok)
+    throw Error("rope: " + std::to_string(positions.size()) + " positions for " + std::to_string(n_tok) +
+                " tokens");
+  if (rot == 0 || rot > head_dim)
+    throw Error("rope: rotary dimension " + std::to_string(rot) + " does not fit head_dim " +
+                std::to_string(head_dim));
+  if (x.stride_bytes(2) != 4 || x.stride_bytes(1) % 4 != 0 || x.stride_bytes(0) % 4 != 0)
+    throw Error("rope: x " + x.shape_str() + " must be contiguous within each head");
+  const int64_t head_stride = x.stride_bytes(1) / 4, tok_stride = x.stride_bytes(0) / 4;
+  float* base = x.data_as<float>();
+  const int64_t half = rot / 2;
+  auto fn = K().rope;
+  ctx.pool.parallel_for(n_tok, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<float> cs(size_t(2 * half));
+    for (int64_t t = t0; t < t1; ++t) {
+      const float p = float(positions[size_t(t)]);
+      for (int64_t i = 0; i < half; ++i) {
+        const float a = p * inv_freq[size_t(i)];
+        cs[size_t(i)] = std::cos(a);
+        cs[size_t(half + i)] = std::sin(a);
+      }
+      fn(base + t * tok_stride, n_heads, head_stride, rot, cs.data(), cs.data() + half, style);
+    }
+  });
+}
+
+std::vector<float> alibi_slopes(int64_t n_heads) {
+  if (n_heads <= 0) throw Error("alibi: head count must be positive");
+  // The BLOOM recipe: geometric slopes for the largest power of two <= n,
+  // then every other slope of the next power of two for the remaining heads.
+  int64_t cp = 1;
+  while (cp * 2 <= n_heads) cp *= 2;
+  const float base = float(std::pow(2.0, -std::pow(2.0, -(std::log2(double(cp)) - 3.0))));
+  std::vector<float> s;
+  s.reserve(size_t(n_heads));
+  for (int64_t i = 1; i <= cp; ++i) s.push_back(std::pow(base, float(i)));
+  if (cp != n_heads) {
+    const float extra = float(std::pow(2.0, -std::pow(2.0, -(std::log2(double(2 * cp)) - 3.0))));
+    const int64_t rem = std::min(cp, n_heads - cp);
+    for (int64_t i = 0; i < rem; ++i) s.push_back(std::pow(extra, float(2 * i + 1)));
+  }
+  return s;
+}
+
+}  // namespace runnel::ops
