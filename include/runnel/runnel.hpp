@@ -10,6 +10,7 @@
 #include "runnel/ops.hpp"
 #include "runnel/tensor.hpp"
 #include "runnel/thread_pool.hpp"
+#include "runnel/version.hpp"
 
 namespace runnel {
 

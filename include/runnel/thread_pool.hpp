@@ -2,6 +2,7 @@
 // A persistent pool of worker threads.  The calling thread is worker 0, so a
 // pool of size n starts n - 1 threads.  Idle workers spin briefly, then sleep
 // on a futex, so they do not compete with oneDNN's OpenMP threads.
+// Functions run on the pool must not throw.
 #include <atomic>
 #include <cstdint>
 #include <thread>
@@ -59,11 +60,13 @@ class ThreadPool {
   }
   void run_erased(Thunk thunk, void* ctx);
   void worker_loop(int index);
+  void wake();
 
   int n_threads_;
   std::vector<std::thread> threads_;
   alignas(64) std::atomic<uint32_t> generation_{0};
   alignas(64) std::atomic<int> pending_{0};
+  std::atomic<int> sleepers_{0};
   Thunk thunk_ = nullptr;
   void* ctx_ = nullptr;
   std::atomic<bool> stop_{false};

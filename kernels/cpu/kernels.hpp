@@ -88,6 +88,11 @@ struct KernelTable {
   // y = a + b
   void (*add)(const float* a, const float* b, float* y, int64_t n);
   AttentionFn attention;
+  // Roofline probes (benchmarks): a streaming read of n floats, and a chain
+  // of FMAs doing iters * fma_probe_flops flops.
+  float (*read_probe)(const float* p, int64_t n);
+  float (*fma_probe)(int64_t iters);
+  int64_t fma_probe_flops;
 };
 
 // The table for the ISA chosen at start-up (cpuid, or RUNNEL_CPU_ISA).
@@ -110,7 +115,8 @@ void select_isa(Isa isa);
   X(softmax)                     \
   X(activation)                  \
   X(elementwise)                 \
-  X(attention)
+  X(attention)                   \
+  X(probe)
 
 #define RUNNEL_DECLARE_REGISTER(op) void register_##op(KernelTable& t);
 namespace scalar { RUNNEL_CPU_KERNEL_OPS(RUNNEL_DECLARE_REGISTER) }

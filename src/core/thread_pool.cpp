@@ -1,6 +1,11 @@
 #include "runnel/thread_pool.hpp"
 
+#include <linux/futex.h>
 #include <sched.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <climits>
 
 #include <string>
 
@@ -19,7 +24,22 @@ namespace {
 // long enough to bridge the gaps between ops of one decode step, short enough
 // not to compete with oneDNN's OpenMP threads for long.
 constexpr int kSpinIterations = 2000;
+
+// Sleeps while *addr == expected (the kernel checks atomically).
+void futex_wait(std::atomic<uint32_t>* addr, uint32_t expected) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(addr), FUTEX_WAIT_PRIVATE, expected, nullptr, nullptr, 0);
+}
+void futex_wake_all(std::atomic<uint32_t>* addr) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(addr), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
+}
+static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t));
 }  // namespace
+
+void ThreadPool::wake() {
+  // Workers announce themselves in sleepers_ before sleeping; with sequentially
+  // consistent order either we see them here or they see the new generation.
+  if (sleepers_.load(std::memory_order_seq_cst) > 0) futex_wake_all(&generation_);
+}
 
 int ThreadPool::hardware_threads() {
   cpu_set_t set;
@@ -41,8 +61,8 @@ ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads) {
 
 ThreadPool::~ThreadPool() {
   stop_.store(true, std::memory_order_relaxed);
-  generation_.fetch_add(1, std::memory_order_release);
-  generation_.notify_all();
+  generation_.fetch_add(1, std::memory_order_seq_cst);
+  futex_wake_all(&generation_);
   for (auto& t : threads_) t.join();
 }
 
@@ -50,8 +70,8 @@ void ThreadPool::run_erased(Thunk thunk, void* ctx) {
   thunk_ = thunk;
   ctx_ = ctx;
   pending_.store(n_threads_ - 1, std::memory_order_relaxed);
-  generation_.fetch_add(1, std::memory_order_release);
-  generation_.notify_all();
+  generation_.fetch_add(1, std::memory_order_seq_cst);
+  wake();
   thunk(ctx, 0, n_threads_);
   int spins = 0;
   while (pending_.load(std::memory_order_acquire) != 0) {
@@ -64,7 +84,9 @@ void ThreadPool::run_erased(Thunk thunk, void* ctx) {
 }
 
 void ThreadPool::worker_loop(int index) {
-  uint32_t seen = generation_.load(std::memory_order_acquire);
+  // Workers start before any job is posted, so the generation they have seen
+  // is the initial one, even if a job is posted before this thread runs.
+  uint32_t seen = 0;
   for (;;) {
     uint32_t now = seen;
     for (int i = 0; i < kSpinIterations; ++i) {
@@ -73,7 +95,9 @@ void ThreadPool::worker_loop(int index) {
       RUNNEL_PAUSE();
     }
     while (now == seen) {
-      generation_.wait(seen, std::memory_order_acquire);
+      sleepers_.fetch_add(1, std::memory_order_seq_cst);
+      if (generation_.load(std::memory_order_seq_cst) == seen) futex_wait(&generation_, seen);
+      sleepers_.fetch_sub(1, std::memory_order_relaxed);
       now = generation_.load(std::memory_order_acquire);
     }
     seen = now;

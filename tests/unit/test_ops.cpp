@@ -1,0 +1,403 @@
+// Op fronts: shape and dtype checks, threading, oneDNN vs runnel's kernels.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "cpu/half.hpp"
+#include "cpu/kernels.hpp"
+#include "runnel/runnel.hpp"
+#include "test_util.hpp"
+
+namespace runnel {
+namespace {
+
+using test::norm_err;
+using test::poisoned;
+using test::random_floats;
+
+Tensor T(std::vector<float>& v, std::initializer_list<int64_t> shape) {
+  return Tensor::view(v.data(), DType::F32, shape);
+}
+
+// A reference product in double.
+std::vector<float> ref_matmul(const std::vector<float>& x, const std::vector<float>& w, const float* b,
+                              int64_t m, int64_t n, int64_t k) {
+  std::vector<float> y(size_t(m * n));
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      double s = b ? b[j] : 0.0;
+      for (int64_t q = 0; q < k; ++q) s += double(x[size_t(i * k + q)]) * w[size_t(j * k + q)];
+      y[size_t(i * n + j)] = float(s);
+    }
+  return y;
+}
+
+class MatmulPaths : public ::testing::TestWithParam<int> {};
+
+// Every path (small batch, oneDNN, blocked fallback) for every weight dtype
+// and thread counts 1..3 agrees with a double-precision reference.
+TEST_P(MatmulPaths, AgreeWithReference) {
+  const int threads = GetParam();
+  Context ctx(threads);
+  for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
+    for (int64_t m : {1, 5, 16, 33}) {
+      const int64_t n = 67, k = 129;
+      auto x = random_floats(size_t(m * k), 1);
+      auto wf = random_floats(size_t(n * k), 2);
+      auto b = random_floats(size_t(n), 3);
+      // Round the weights through the dtype so the reference sees the same values.
+      std::vector<uint16_t> wh(wf.size());
+      std::vector<float> wr = wf;
+      for (size_t i = 0; i < wf.size(); ++i) {
+        if (dt == DType::F16) { wh[i] = cpu::f32_to_f16(wf[i]); wr[i] = cpu::f16_to_f32(wh[i]); }
+        if (dt == DType::BF16) { wh[i] = cpu::f32_to_bf16(wf[i]); wr[i] = cpu::bf16_to_f32(wh[i]); }
+      }
+      const auto yr = ref_matmul(x, wr, b.data(), m, n, k);
+      Tensor w = dt == DType::F32 ? T(wf, {n, k}) : Tensor::view(wh.data(), dt, {n, k});
+      for (bool dnnl : {true, false}) {
+        ctx.use_dnnl = dnnl;
+        auto y = poisoned(size_t(m * n));
+        Tensor bt = T(b, {n});
+        ops::matmul(ctx, T(x, {m, k}), w, &bt, T(y, {m, n}));
+        EXPECT_LE(norm_err(y, yr), 1e-5) << dtype_name(dt) << " m=" << m << " dnnl=" << dnnl;
+      }
+    }
+  }
+}
+INSTANTIATE_TEST_SUITE_P(Threads, MatmulPaths, ::testing::Values(1, 2, 3));
+
+TEST(Ops, MatmulRejectsMismatches) {
+  Context ctx(1);
+  std::vector<float> x(12), w(12), y(16), b(3);
+  EXPECT_THROW(ops::matmul(ctx, T(x, {3, 4}), T(w, {4, 3}), nullptr, T(y, {3, 4})), Error);  // k mismatch
+  EXPECT_THROW(ops::matmul(ctx, T(x, {3, 4}), T(w, {3, 4}), nullptr, T(y, {4, 4})), Error);  // y rows
+  Tensor bt = T(b, {3});
+  EXPECT_THROW(ops::matmul(ctx, T(x, {3, 4}), T(w, {4, 3}).reshape({3, 4}), &bt, T(y, {4, 4})), Error);
+  std::vector<int32_t> xi(12);
+  EXPECT_THROW(ops::matmul(ctx, Tensor::view(xi.data(), DType::I32, {3, 4}), T(w, {3, 4}), nullptr, T(y, {3, 3})),
+               Error);
+  try {
+    ops::matmul(ctx, T(x, {3, 4}), T(w, {2, 6}), nullptr, T(y, {3, 2}));
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("weight"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Ops, RowOpsCheckShapes) {
+  Context ctx(2);
+  std::vector<float> x(12, 1.0f), y(12), w(4, 1.0f), w3(3);
+  EXPECT_THROW(ops::rmsnorm(ctx, T(x, {3, 4}), T(w3, {3}), T(y, {3, 4}), 1e-5f), Error);
+  EXPECT_THROW(ops::rmsnorm(ctx, T(x, {3, 4}), T(w, {4}), T(y, {4, 3}), 1e-5f), Error);
+  EXPECT_THROW(ops::add(ctx, T(x, {3, 4}), T(y, {2, 6}), T(y, {3, 4})), Error);
+  EXPECT_THROW(ops::softmax(ctx, T(x, {3, 4}), T(y, {12}), 1.0f), Error);
+  ops::rmsnorm(ctx, T(x, {3, 4}), T(w, {4}), T(y, {3, 4}), 0.0f);
+  for (float v : y) EXPECT_FLOAT_EQ(v, 1.0f);
+}
+
+TEST(Ops, StridedViewsAndCausalSoftmax) {
+  Context ctx(2);
+  // A [4, 5] view with rows 8 floats apart; padding must stay untouched.
+  const int64_t rows = 4, n = 5, ld = 8;
+  auto x = random_floats(size_t(rows * ld), 4, -3, 3);
+  auto y = poisoned(size_t(rows * ld));
+  Tensor xv = T(x, {rows, ld}).slice(1, 0, n), yv = T(y, {rows, ld}).slice(1, 0, n);
+  ops::softmax(ctx, xv, yv, 0.5f, /*causal=*/true, /*offset=*/1);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t valid = std::min<int64_t>(n, r + 2);
+    double s = 0;
+    for (int64_t j = 0; j < n; ++j) {
+      const float v = y[size_t(r * ld + j)];
+      if (j < valid) s += v;
+      else EXPECT_EQ(v, 0.0f);
+    }
+    EXPECT_NEAR(s, 1.0, 1e-6);
+    for (int64_t j = n; j < ld; ++j) EXPECT_TRUE(std::isnan(y[size_t(r * ld + j)]));
+  }
+}
+
+TEST(Ops, EmbeddingGathersAndChecksIds) {
+  Context ctx(2);
+  auto table = random_floats(10 * 6, 5);
+  std::vector<uint16_t> th(table.size());
+  for (size_t i = 0; i < table.size(); ++i) th[i] = cpu::f32_to_bf16(table[i]);
+  std::vector<int32_t> ids = {3, 0, 9, 3};
+  auto y = poisoned(4 * 6);
+  ops::embedding(ctx, Tensor::view(th.data(), DType::BF16, {10, 6}), ids, T(y, {4, 6}));
+  for (size_t i = 0; i < ids.size(); ++i)
+    for (size_t d = 0; d < 6; ++d) EXPECT_EQ(y[i * 6 + d], cpu::bf16_to_f32(th[size_t(ids[i]) * 6 + d]));
+  std::vector<int32_t> bad = {1, 10};
+  EXPECT_THROW(ops::embedding(ctx, T(table, {10, 6}), bad, T(y, {2, 6})), Error);
+  std::vector<int32_t> neg = {-1};
+  EXPECT_THROW(ops::embedding(ctx, T(table, {10, 6}), neg, T(y, {1, 6})), Error);
+}
+
+TEST(Ops, AlibiSlopesMatchBloom) {
+  // Powers of two: 2^(-8i/n).
+  const auto s8 = ops::alibi_slopes(8);
+  for (int i = 0; i < 8; ++i) EXPECT_FLOAT_EQ(s8[size_t(i)], std::pow(2.0f, -float(i + 1)));
+  // Six heads: the four of n=4 (2^-2i) then slopes 1 and 3 of n=8.
+  const auto s6 = ops::alibi_slopes(6);
+  const float expect6[] = {0.25f, 0.0625f, 0.015625f, 0.00390625f, 0.5f, 0.125f};
+  ASSERT_EQ(s6.size(), 6u);
+  for (int i = 0; i < 6; ++i) EXPECT_FLOAT_EQ(s6[size_t(i)], expect6[i]);
+  EXPECT_THROW(ops::alibi_slopes(0), Error);
+}
+
+TEST(Ops, RopeFrequencies) {
+  RopeConfig c;
+  c.rot_dim = 8;
+  c.theta = 10000.0f;
+  auto f = ops::rope_inv_freq(c, 1);
+  ASSERT_EQ(f.size(), 4u);
+  for (int i = 0; i < 4; ++i) EXPECT_NEAR(f[size_t(i)], std::pow(10000.0, -2.0 * i / 8), 1e-7);
+  c.scaling = RopeScaling::Linear;
+  c.factor = 4.0f;
+  auto fl = ops::rope_inv_freq(c, 1);
+  for (int i = 0; i < 4; ++i) EXPECT_FLOAT_EQ(fl[size_t(i)], f[size_t(i)] / 4.0f);
+  // llama3: the highest frequency is kept, the lowest divided by factor.
+  c.scaling = RopeScaling::Llama3;
+  c.factor = 8.0f;
+  c.low_freq_factor = 1.0f;
+  c.high_freq_factor = 4.0f;
+  c.original_max_positions = 64;
+  auto f3 = ops::rope_inv_freq(c, 1);
+  EXPECT_FLOAT_EQ(f3[0], f[0]);
+  EXPECT_FLOAT_EQ(f3[3], f[3] / 8.0f);
+  // dynamic: unchanged up to max_positions, then a larger base (lower frequencies).
+  c.scaling = RopeScaling::Dynamic;
+  c.factor = 2.0f;
+  c.max_positions = 16;
+  EXPECT_EQ(ops::rope_inv_freq(c, 16), f);
+  auto fd = ops::rope_inv_freq(c, 40);
+  EXPECT_FLOAT_EQ(fd[0], 1.0f);
+  EXPECT_LT(fd[3], f[3]);
+  c.rot_dim = 7;
+  EXPECT_THROW(ops::rope_inv_freq(c, 1), Error);
+}
+
+TEST(Ops, RopeRotatesEachTokenAtItsPosition) {
+  Context ctx(2);
+  // Token at position 0 is unchanged; the norm of every rotated pair is kept.
+  const int64_t n_tok = 3, n_heads = 2, hd = 6;
+  auto x = random_floats(size_t(n_tok * n_heads * hd), 6);
+  auto x0 = x;
+  std::vector<int32_t> pos = {0, 5, 1000};
+  std::vector<float> inv = {1.0f, 0.1f};  // rot_dim 4 < head_dim 6
+  ops::rope(ctx, T(x, {n_tok, n_heads, hd}), pos, inv, RopeStyle::NeoX);
+  for (int64_t i = 0; i < n_heads * hd; ++i) EXPECT_EQ(x[size_t(i)], x0[size_t(i)]);
+  for (int64_t t = 1; t < n_tok; ++t)
+    for (int64_t h = 0; h < n_heads; ++h) {
+      const float* a = &x[size_t((t * n_heads + h) * hd)];
+      const float* b = &x0[size_t((t * n_heads + h) * hd)];
+      for (int i = 0; i < 2; ++i)
+        EXPECT_NEAR(a[i] * a[i] + a[i + 2] * a[i + 2], b[i] * b[i] + b[i + 2] * b[i + 2], 1e-5);
+      EXPECT_NEAR(a[0], b[0] * std::cos(float(pos[size_t(t)])) - b[2] * std::sin(float(pos[size_t(t)])), 1e-5);
+      EXPECT_EQ(a[4], b[4]);
+      EXPECT_EQ(a[5], b[5]);
+    }
+  std::vector<int32_t> short_pos = {0};
+  EXPECT_THROW(ops::rope(ctx, T(x, {n_tok, n_heads, hd}), short_pos, inv, RopeStyle::NeoX), Error);
+}
+
+// Attention through the op equals a naive computation with masked softmax, for
+// a contiguous cache and for the same cache split into shuffled pages.
+TEST(Ops, AttentionContiguousEqualsPaged) {
+  Context ctx(2);
+  const int64_t n_heads = 4, n_kv = 2, hd = 8, n_q = 5, pos0 = 7, n_tok = pos0 + n_q, bs = 4;
+  auto q = random_floats(size_t(n_q * n_heads * hd), 7);
+  auto kc = random_floats(size_t(n_tok * n_kv * hd), 8);
+  auto vc = random_floats(kc.size(), 9);
+  auto out = poisoned(q.size());
+  ops::KvView kv{T(kc, {1, n_tok, n_kv, hd}), T(vc, {1, n_tok, n_kv, hd}), {}};
+  ops::attention(ctx, T(q, {n_q, n_heads, hd}), kv, pos0, 0.35f, {}, T(out, {n_q, n_heads, hd}));
+  // Naive reference.
+  for (int64_t i = 0; i < n_q; ++i)
+    for (int64_t h = 0; h < n_heads; ++h) {
+      const int64_t kh = h / (n_heads / n_kv), nk = pos0 + i + 1;
+      std::vector<double> s(static_cast<size_t>(nk));
+      double mx = -1e30, sum = 0;
+      for (int64_t t = 0; t < nk; ++t) {
+        double d = 0;
+        for (int64_t e = 0; e < hd; ++e) d += q[size_t((i * n_heads + h) * hd + e)] * kc[size_t((t * n_kv + kh) * hd + e)];
+        s[size_t(t)] = d * 0.35;
+        mx = std::max(mx, s[size_t(t)]);
+      }
+      for (auto& v : s) sum += (v = std::exp(v - mx));
+      for (int64_t e = 0; e < hd; ++e) {
+        double o = 0;
+        for (int64_t t = 0; t < nk; ++t) o += s[size_t(t)] / sum * vc[size_t((t * n_kv + kh) * hd + e)];
+        EXPECT_NEAR(out[size_t((i * n_heads + h) * hd + e)], o, 1e-5);
+      }
+    }
+  // Paged: blocks of 4 tokens stored in reverse order in a pool of 5 blocks.
+  const int64_t n_blocks = 5;
+  std::vector<float> kp(size_t(n_blocks * bs * n_kv * hd), test::kPoison), vp(kp.size(), test::kPoison);
+  std::vector<int32_t> table = {4, 2, 0};
+  for (int64_t t = 0; t < n_tok; ++t)
+    for (int64_t e = 0; e < n_kv * hd; ++e) {
+      const size_t dst = size_t((table[size_t(t / bs)] * bs + t % bs) * n_kv * hd + e);
+      kp[dst] = kc[size_t(t * n_kv * hd + e)];
+      vp[dst] = vc[size_t(t * n_kv * hd + e)];
+    }
+  auto out2 = poisoned(q.size());
+  ops::KvView pkv{T(kp, {n_blocks, bs, n_kv, hd}), T(vp, {n_blocks, bs, n_kv, hd}), table};
+  ops::attention(ctx, T(q, {n_q, n_heads, hd}), pkv, pos0, 0.35f, {}, T(out2, {n_q, n_heads, hd}));
+  EXPECT_LE(norm_err(out2, out), 1e-6);
+  // A block table that is too short or points outside the pool is refused.
+  std::vector<int32_t> short_table = {4, 2};
+  ops::KvView bad{pkv.k, pkv.v, short_table};
+  EXPECT_THROW(ops::attention(ctx, T(q, {n_q, n_heads, hd}), bad, pos0, 0.35f, {}, T(out2, {n_q, n_heads, hd})), Error);
+  std::vector<int32_t> wild = {4, 2, 5};
+  ops::KvView bad2{pkv.k, pkv.v, wild};
+  EXPECT_THROW(ops::attention(ctx, T(q, {n_q, n_heads, hd}), bad2, pos0, 0.35f, {}, T(out2, {n_q, n_heads, hd})), Error);
+  // Heads that are not a multiple of kv heads.
+  std::vector<float> q3(size_t(n_q * 3 * hd)), o3(q3.size());
+  EXPECT_THROW(ops::attention(ctx, T(q3, {n_q, 3, hd}), kv, pos0, 0.35f, {}, T(o3, {n_q, 3, hd})), Error);
+}
+
+TEST(Ops, ConvertRoundTrips) {
+  Context ctx(2);
+  auto x = random_floats(37 * 3, 10, -5, 5);
+  std::vector<uint16_t> h(x.size());
+  auto y = poisoned(x.size());
+  ops::convert(ctx, T(x, {3, 37}), Tensor::view(h.data(), DType::F16, {3, 37}));
+  ops::convert(ctx, Tensor::view(h.data(), DType::F16, {3, 37}), T(y, {3, 37}));
+  EXPECT_LE(norm_err(y, x), 1e-3);
+  std::vector<uint16_t> b(x.size());
+  ops::convert(ctx, Tensor::view(h.data(), DType::F16, {3, 37}), Tensor::view(b.data(), DType::BF16, {3, 37}));
+  for (size_t i = 0; i < x.size(); ++i) EXPECT_EQ(b[i], cpu::f32_to_bf16(cpu::f16_to_f32(h[i])));
+}
+
+TEST(ThreadPool, RunsEveryChunkOnce) {
+  for (int n : {1, 2, 3, 7}) {
+    ThreadPool pool(n);
+    for (int64_t total : {0, 1, 5, 1000, 1001}) {
+      std::vector<int> hits(size_t(total), 0);
+      pool.parallel_for(total, 4, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) ++hits[size_t(i)];
+      });
+      for (int h : hits) ASSERT_EQ(h, 1) << "threads " << n << " total " << total;
+    }
+    std::vector<int> seen(size_t(n), 0);
+    for (int rep = 0; rep < 100; ++rep) pool.run([&](int t, int nt) { EXPECT_EQ(nt, n); ++seen[size_t(t)]; });
+    for (int s : seen) EXPECT_EQ(s, 100);
+  }
+  EXPECT_THROW(ThreadPool(0), Error);
+}
+
+TEST(Tensor, ViewsAndErrors) {
+  std::vector<float> buf(24);
+  std::iota(buf.begin(), buf.end(), 0.0f);
+  Tensor t = Tensor::view(buf.data(), DType::F32, {2, 3, 4});
+  EXPECT_TRUE(t.is_contiguous());
+  EXPECT_EQ(t.numel(), 24);
+  EXPECT_EQ(t.rows(), 6);
+  EXPECT_EQ(t.row_stride_bytes(), 16);
+  Tensor s = t.slice(2, 1, 3);
+  EXPECT_FALSE(s.is_contiguous());
+  EXPECT_EQ(s.data_as<float>()[0], 1.0f);
+  EXPECT_EQ(static_cast<float*>(s.row(1))[0], 5.0f);
+  Tensor sel = t.select(0, 1);
+  EXPECT_EQ(sel.ndim(), 2);
+  EXPECT_EQ(sel.data_as<float>()[0], 12.0f);
+  Tensor tr = t.reshape({6, 4}).transpose(0, 1);
+  EXPECT_EQ(tr.dim(0), 4);
+  EXPECT_EQ(tr.stride_bytes(1), 16);
+  EXPECT_THROW(t.slice(0, 1, 3), Error);
+  EXPECT_THROW(t.select(3, 0), Error);
+  EXPECT_THROW(t.reshape({5, 5}), Error);
+  EXPECT_THROW(s.reshape({12}), Error);
+  EXPECT_THROW(t.slice(1, 0, 2).row_stride_bytes(), Error);  // [2, 2, 4]: outer dims do not collapse
+  EXPECT_EQ(t.shape_str(), "[2, 3, 4] f32");
+  EXPECT_THROW(parse_dtype("f8", "--dtype"), Error);
+  EXPECT_EQ(parse_dtype("bfloat16", "--dtype"), DType::BF16);
+  EXPECT_THROW(row_bytes(DType::F32, -1), Error);
+}
+
+TEST(Backend, CpuBackendAllocatesAlignedAndCopies) {
+  Backend& b = cpu_backend();
+  EXPECT_EQ(b.device(), Device::CPU);
+  auto buf = b.allocate(1000);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(buf->data()) % kHostAlignment, 0u);
+  std::vector<char> src(1000, 'x');
+  b.copy(buf->data(), Device::CPU, src.data(), Device::CPU, 1000);
+  EXPECT_EQ(static_cast<char*>(buf->data())[999], 'x');
+  EXPECT_THROW(b.copy(buf->data(), Device::CUDA, src.data(), Device::CPU, 10), Error);
+  EXPECT_TRUE(b.supports(Op::MatMul, DType::BF16));
+  EXPECT_FALSE(b.supports(Op::MatMul, DType::I32));
+  EXPECT_FALSE(b.supports(Op::RmsNorm, DType::F16));
+  b.synchronize();
+}
+
+TEST(Backend, MappedFileRangesAreChecked) {
+  const std::string path = ::testing::TempDir() + "/runnel_mapped.bin";
+  FILE* f = std::fopen(path.c_str(), "wb");
+  ASSERT_NE(f, nullptr);
+  std::fputs("0123456789", f);
+  std::fclose(f);
+  MappedFile m(path);
+  EXPECT_EQ(m.size(), 10u);
+  EXPECT_EQ(*m.range(3, 2, "field"), '3');
+  EXPECT_NO_THROW(m.range(10, 0, "end"));
+  EXPECT_THROW(m.range(9, 2, "tensor x"), Error);
+  EXPECT_THROW(m.range(~uint64_t(0), 2, "tensor x"), Error);
+  try {
+    m.range(5, 100, "tensor w");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("tensor w"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find(path), std::string::npos);
+  }
+  EXPECT_THROW(MappedFile("/nonexistent/file"), Error);
+  EXPECT_THROW(MappedFile("/tmp"), Error);
+}
+
+TEST(Isa, SelectionAndVersion) {
+  EXPECT_TRUE(cpu::isa_supported(cpu::Isa::Scalar));
+  const cpu::Isa before = cpu::selected_isa();
+  cpu::select_isa(cpu::Isa::Scalar);
+  EXPECT_STREQ(cpu_isa(), "scalar");
+  cpu::select_isa(before);
+  const std::string v = version_string();
+  EXPECT_NE(v.find("runnel "), std::string::npos);
+  EXPECT_NE(v.find("backends: cpu"), std::string::npos);
+  EXPECT_NE(v.find(std::string("cpu isa: ") + cpu_isa()), std::string::npos);
+}
+
+// The CLI: --version, RUNNEL_CPU_ISA forcing, and bad flags.
+int run_cli(const std::string& args, std::string* out) {
+  const std::string cmd = std::string(RUNNEL_CLI_PATH) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return -1;
+  char buf[4096];
+  size_t n;
+  out->clear();
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out->append(buf, n);
+  const int st = pclose(p);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+TEST(Cli, VersionAndIsaOverride) {
+  std::string out;
+  ASSERT_EQ(run_cli("--version", &out), 0) << out;
+  EXPECT_NE(out.find("runnel " RUNNEL_VERSION), std::string::npos) << out;
+  ASSERT_EQ(run_cli("", &out), 0);
+  ASSERT_EQ(run_cli("--bogus-flag", &out), 2) << out;
+  EXPECT_NE(out.find("bogus-flag"), std::string::npos) << out;
+  ASSERT_EQ(run_cli("", &out), 0);
+  setenv("RUNNEL_CPU_ISA", "scalar", 1);
+  ASSERT_EQ(run_cli("--version", &out), 0) << out;
+  EXPECT_NE(out.find("cpu isa: scalar"), std::string::npos) << out;
+  setenv("RUNNEL_CPU_ISA", "sse9", 1);
+  EXPECT_NE(run_cli("--version", &out), 0);
+  EXPECT_NE(out.find("RUNNEL_CPU_ISA"), std::string::npos) << out;
+  unsetenv("RUNNEL_CPU_ISA");
+}
+
+}  // namespace
+}  // namespace runnel
