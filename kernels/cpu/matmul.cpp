@@ -50,6 +50,8 @@ void matmul_kernel(const MatmulArgs& a, int64_t n0, int64_t n1) {
 
 #else
 
+constexpr int64_t kPrefetchBytes = 1024;
+
 // RB weight rows times XB rows of x, with RB * XB vector accumulators.
 template <class W, int RB, int XB>
 RUNNEL_INLINE void tile(const MatmulArgs& a, int64_t j, int64_t i0) {
@@ -67,7 +69,11 @@ RUNNEL_INLINE void tile(const MatmulArgs& a, int64_t j, int64_t i0) {
   const int64_t kv = a.k - a.k % VF::N;
   for (int64_t k = 0; k < kv; k += VF::N) {
     VF wv[RB];
-    for (int r = 0; r < RB; ++r) wv[r] = W::load(w[r] + k);
+    for (int r = 0; r < RB; ++r) {
+      // Prefetch each weight stream well ahead; the rows are read exactly once.
+      prefetch(reinterpret_cast<const char*>(w[r] + k) + kPrefetchBytes);
+      wv[r] = W::load(w[r] + k);
+    }
     for (int c = 0; c < XB; ++c) {
       const VF xv = VF::load(x[c] + k);
       for (int r = 0; r < RB; ++r) acc[r][c] = fma(wv[r], xv, acc[r][c]);

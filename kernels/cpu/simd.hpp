@@ -126,6 +126,8 @@ RUNNEL_INLINE VF pow2i(VF n) {
 #endif
 
 #if defined(RUNNEL_ISA_AVX2) || defined(RUNNEL_ISA_AVX512)
+RUNNEL_INLINE void prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
+
 // exp(x), relative error ~2e-7 over the float range; x below -87.3 gives 0.
 RUNNEL_INLINE VF exp(VF x) {
   x = min(max(x, VF::set1(-87.33654f)), VF::set1(88.37626f));

@@ -108,8 +108,9 @@ void f32_panels(Context& ctx, const Operands& o, F&& panel) {
     panel(0, o.n, static_cast<const float*>(a.w), a.ldw / 4);
     return;
   }
-  // Panels of ~4 MB of f32 weights.
-  const int64_t nc = std::max<int64_t>(16, std::min<int64_t>(o.n, (int64_t(1) << 20) / std::max<int64_t>(a.k, 1)));
+  // Panels of ~16 MB of f32 weights: large enough for oneDNN to run at full
+  // speed, small enough to stay a fraction of the weights.
+  const int64_t nc = std::max<int64_t>(16, std::min<int64_t>(o.n, (int64_t(1) << 22) / std::max<int64_t>(a.k, 1)));
   float* buf = ctx.scratch(size_t(nc) * size_t(a.k));
   auto conv = K().to_f32[int(o.wtype)];
   for (int64_t j0 = 0; j0 < o.n; j0 += nc) {

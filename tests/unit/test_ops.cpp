@@ -1,6 +1,7 @@
 // Op fronts: shape and dtype checks, threading, oneDNN vs runnel's kernels.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <numeric>
@@ -397,6 +398,31 @@ TEST(Cli, VersionAndIsaOverride) {
   EXPECT_NE(run_cli("--version", &out), 0);
   EXPECT_NE(out.find("RUNNEL_CPU_ISA"), std::string::npos) << out;
   unsetenv("RUNNEL_CPU_ISA");
+}
+
+}  // namespace
+}  // namespace runnel
+
+namespace runnel {
+namespace {
+
+// The CUDA backend round-trips host data through device memory.  Skips when the
+// build has no CUDA or no GPU is visible.
+TEST(CudaBackend, RoundTripThroughDeviceMemory) {
+  Backend* cuda = cuda_backend();
+  if (!cuda) {
+    const auto b = compiled_backends();
+    GTEST_SKIP() << (std::find(b.begin(), b.end(), "cuda") == b.end() ? "built without CUDA"
+                                                                       : "no CUDA device visible");
+  }
+  EXPECT_EQ(cuda->device(), Device::CUDA);
+  std::vector<float> src = test::random_floats(1000, 1), back(1000, 0.0f);
+  auto dev = cuda->allocate(src.size() * sizeof(float));
+  cuda->copy(dev->data(), Device::CUDA, src.data(), Device::CPU, src.size() * sizeof(float));
+  cuda->copy(back.data(), Device::CPU, dev->data(), Device::CUDA, src.size() * sizeof(float));
+  cuda->synchronize();
+  EXPECT_EQ(src, back);
+  EXPECT_FALSE(cuda->supports(Op::MatMul, DType::F32));
 }
 
 }  // namespace
