@@ -4,12 +4,17 @@
 
 #include "runnel/backend.hpp"
 #include "runnel/buffer.hpp"
+#include "runnel/chat_template.hpp"
+#include "runnel/config.hpp"
 #include "runnel/device.hpp"
 #include "runnel/dtype.hpp"
 #include "runnel/error.hpp"
+#include "runnel/loader.hpp"
+#include "runnel/model.hpp"
 #include "runnel/ops.hpp"
 #include "runnel/tensor.hpp"
 #include "runnel/thread_pool.hpp"
+#include "runnel/tokenizer.hpp"
 #include "runnel/version.hpp"
 
 namespace runnel {

@@ -1,0 +1,152 @@
+#pragma once
+// The model: a checkpoint bound to the generic block builder, and the
+// sequences that run it (prefill of a prompt as one batch, then token-by-token
+// decode over a KV cache).
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "runnel/buffer.hpp"
+#include "runnel/config.hpp"
+#include "runnel/ops.hpp"
+#include "runnel/tensor.hpp"
+
+namespace runnel {
+
+class Tokenizer;
+
+struct LoadOptions {
+  // Dtype of the matrix weights (and token embeddings) during compute.  When it
+  // matches the file the weights are mapped views; otherwise they are converted
+  // once at load.  Unset: the checkpoint's own dtype.  Norms, biases and
+  // position tables are always f32; activations are always f32.
+  std::optional<DType> dtype;
+  // Supplies or overrides the tokenizer (file or folder, see load_tokenizer).
+  std::string tokenizer_path;
+  int threads = 0;  // 0: every hardware thread this process may use
+  // Directory for named intermediate outputs (.npy); empty: $RUNNEL_DUMP if set.
+  std::string dump_dir;
+};
+
+enum class Logits : unsigned char {
+  Last,  // logits of the last token only: [vocab]
+  All,   // logits of every token: [n, vocab]
+};
+
+// The K/V storage of one sequence, seen by the model through per-layer views.
+class KvCache {
+ public:
+  virtual ~KvCache() = default;
+  virtual DType dtype() const = 0;
+  // Makes positions [0, n_tokens) addressable, keeping what is stored.
+  virtual void reserve(int64_t n_tokens) = 0;
+  // Where the keys / values of positions [pos0, pos0 + n) of `layer` go:
+  // [n, n_kv_heads, head_dim] in dtype().
+  virtual Tensor keys(int64_t layer, int64_t pos0, int64_t n) = 0;
+  virtual Tensor values(int64_t layer, int64_t pos0, int64_t n) = 0;
+  // Stores k, v [n, n_kv_heads, head_dim] f32 as positions [pos0, pos0 + n) of
+  // `layer`, converted to dtype().  The default converts into keys() /
+  // values(); a paged cache, whose range may span blocks, overrides it.
+  virtual void store(Context& ctx, int64_t layer, int64_t pos0, const Tensor& k, const Tensor& v);
+  // What attention reads for `layer`.
+  virtual ops::KvView view(int64_t layer) = 0;
+};
+
+// One contiguous block per layer, grown by doubling.  f32 or f16.
+class ContiguousKvCache final : public KvCache {
+ public:
+  ContiguousKvCache(int64_t n_layers, int64_t n_kv_heads, int64_t head_dim, DType dtype,
+                    int64_t max_tokens = 0 /* 0: unbounded */);
+  DType dtype() const override { return dtype_; }
+  void reserve(int64_t n_tokens) override;
+  Tensor keys(int64_t layer, int64_t pos0, int64_t n) override;
+  Tensor values(int64_t layer, int64_t pos0, int64_t n) override;
+  ops::KvView view(int64_t layer) override;
+  int64_t capacity() const { return capacity_; }
+
+ private:
+  Tensor slot(std::vector<std::unique_ptr<HostBuffer>>& bufs, int64_t layer, int64_t pos0,
+              int64_t n);
+  int64_t n_layers_, n_kv_heads_, head_dim_, max_tokens_;
+  DType dtype_;
+  int64_t capacity_ = 0;
+  std::vector<std::unique_ptr<HostBuffer>> k_, v_;  // per layer [capacity, n_kv_heads, head_dim]
+};
+
+class Model {
+ public:
+  // Opens `path` (see open_checkpoint), binds and checks every weight.
+  static std::unique_ptr<Model> load(const std::string& path, const LoadOptions& options = {});
+  ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  const ModelConfig& config() const;
+  const std::string& path() const;
+  const std::string& format() const;   // "safetensors", "llama2.c"
+  DType weight_dtype() const;          // compute dtype of the matrix weights
+  DType file_dtype() const;            // dtype of the checkpoint's matrix weights
+  bool weights_mapped() const;         // every matrix weight is a view into the file
+  const Tokenizer* tokenizer() const;  // null when none was found or given
+  Context& context();
+
+  std::unique_ptr<KvCache> new_cache(DType kv_dtype = DType::F32) const;
+
+  // Runs `ids` at positions [pos0, pos0 + ids.size()), reading positions
+  // [0, pos0) from `cache` and appending the new keys and values.  `logits`
+  // receives [vocab] (Last) or [ids.size(), vocab] (All) floats.
+  void forward(KvCache& cache, std::span<const int32_t> ids, int64_t pos0, Logits which,
+               std::vector<float>& logits);
+
+  // Writes named intermediates ("inp_embd", "attn_norm-3", "l_out-3",
+  // "result_norm", "result_output", ...) as <dir>/<call>-<name>.npy; "" stops.
+  void set_dump_dir(const std::string& dir);
+
+  struct Impl;
+
+ private:
+  explicit Model(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// One sequence: its tokens and KV cache.
+class Sequence {
+ public:
+  explicit Sequence(Model& model, DType kv_dtype = DType::F32);
+  // Appends `ids` as one batch.  Returns [vocab] (Last) or [n, vocab] (All).
+  std::vector<float> prefill(std::span<const int32_t> ids, Logits which = Logits::Last);
+  // Appends one token; returns its logits [vocab].
+  std::vector<float> decode(int32_t id);
+  int64_t n_past() const { return int64_t(tokens_.size()); }
+  const std::vector<int32_t>& tokens() const { return tokens_; }
+  void reset();
+  Model& model() { return *model_; }
+
+ private:
+  Model* model_;
+  std::unique_ptr<KvCache> cache_;
+  std::vector<int32_t> tokens_;
+};
+
+struct GenerateOptions {
+  int max_new_tokens = 32;
+  float temperature = 0.0f;  // 0: greedy (ties go to the lowest id)
+  uint64_t seed = 0;         // for temperature > 0
+  // Generation stops after emitting one of these (it is included in the result).
+  std::vector<int32_t> stop_ids;
+};
+
+// Prefills `prompt` into `seq`, then generates.  `on_token` sees each new
+// token as it is chosen and may return false to stop.  Returns the new tokens.
+std::vector<int32_t> generate(Sequence& seq, std::span<const int32_t> prompt,
+                              const GenerateOptions& options,
+                              const std::function<bool(int32_t)>& on_token = {});
+
+// The index of the largest logit (the lowest index among ties).
+int32_t argmax(std::span<const float> logits);
+
+}  // namespace runnel

@@ -1,0 +1,650 @@
+// The generic block builder: binds a checkpoint's tensors to the logical slots
+// its ModelConfig needs, then runs every family's forward pass from that data.
+#include "runnel/model.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <set>
+
+#include "model/arch.hpp"
+#include "runnel/error.hpp"
+#include "runnel/loader.hpp"
+#include "runnel/tokenizer.hpp"
+
+namespace runnel {
+
+using model::Slot;
+
+namespace {
+
+enum class Role : unsigned char {
+  Matrix,  // matmul weights and token embeddings: the compute dtype
+  Vector,  // norms, biases, position tables: f32
+};
+
+struct Need {
+  Slot slot;
+  std::vector<int64_t> shape;
+  Role role;
+};
+
+// The model-level tensors `c` needs, with their shapes.
+std::vector<Need> model_needs(const ModelConfig& c) {
+  std::vector<Need> n;
+  n.push_back({Slot::TokenEmbedding, {c.vocab_size, c.embed_dim}, Role::Matrix});
+  if (c.position == PositionKind::Learned)
+    n.push_back({Slot::PositionEmbedding,
+                 {c.max_positions + c.position_offset, c.hidden_size},
+                 Role::Vector});
+  if (c.embedding_norm == EmbeddingNorm::LayerNorm) {
+    n.push_back({Slot::EmbeddingNormWeight, {c.embed_dim}, Role::Vector});
+    n.push_back({Slot::EmbeddingNormBias, {c.embed_dim}, Role::Vector});
+  }
+  if (c.projection == EmbeddingProjection::InOut) {
+    n.push_back({Slot::ProjectIn, {c.hidden_size, c.embed_dim}, Role::Matrix});
+    n.push_back({Slot::ProjectOut, {c.embed_dim, c.hidden_size}, Role::Matrix});
+  }
+  if (c.final_norm == FinalNorm::Present) {
+    n.push_back({Slot::FinalNormWeight, {c.hidden_size}, Role::Vector});
+    if (c.norm_bias == Bias::Present)
+      n.push_back({Slot::FinalNormBias, {c.hidden_size}, Role::Vector});
+  }
+  if (c.lm_head == LmHead::Separate)
+    n.push_back({Slot::LmHead, {c.vocab_size, c.embed_dim}, Role::Matrix});
+  return n;
+}
+
+// The tensors each layer of `c` needs.
+std::vector<Need> layer_needs(const ModelConfig& c) {
+  const int64_t H = c.hidden_size, QD = c.n_heads * c.head_dim, KD = c.n_kv_heads * c.head_dim;
+  const int64_t F = c.ffn_dim;
+  std::vector<Need> n;
+  auto norm = [&](Slot w, Slot b) {
+    n.push_back({w, {H}, Role::Vector});
+    if (c.norm_bias == Bias::Present) n.push_back({b, {H}, Role::Vector});
+  };
+  auto linear = [&](Slot w, Slot b, int64_t out, int64_t in, Bias bias) {
+    n.push_back({w, {out, in}, Role::Matrix});
+    if (bias == Bias::Present) n.push_back({b, {out}, Role::Vector});
+  };
+  norm(Slot::AttnNormWeight, Slot::AttnNormBias);
+  if (c.qkv_layout == QkvLayout::Separate) {
+    linear(Slot::QWeight, Slot::QBias, QD, H, c.qkv_bias);
+    linear(Slot::KWeight, Slot::KBias, KD, H, c.qkv_bias);
+    linear(Slot::VWeight, Slot::VBias, KD, H, c.qkv_bias);
+  } else {
+    linear(Slot::QkvWeight, Slot::QkvBias, 3 * QD, H, c.qkv_bias);
+  }
+  linear(Slot::OutWeight, Slot::OutBias, H, QD, c.out_bias);
+  norm(Slot::FfnNormWeight, Slot::FfnNormBias);
+  if (c.mlp == MlpKind::Gated) linear(Slot::GateWeight, Slot::GateBias, F, H, c.mlp_bias);
+  linear(Slot::UpWeight, Slot::UpBias, F, H, c.mlp_bias);
+  linear(Slot::DownWeight, Slot::DownBias, H, F, c.mlp_bias);
+  return n;
+}
+
+std::string shape_list(const std::vector<int64_t>& s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+Tensor view2(float* p, int64_t rows, int64_t cols) {
+  return Tensor::view(p, DType::F32, {rows, cols});
+}
+Tensor view3(float* p, int64_t a, int64_t b, int64_t c) {
+  return Tensor::view(p, DType::F32, {a, b, c});
+}
+const Tensor* opt(const Tensor& t) { return t.empty() ? nullptr : &t; }
+
+// Writes an f32 tensor as a .npy file (row-major, little-endian).
+void write_npy(const std::string& path, const Tensor& t) {
+  std::string shape = "(";
+  for (int i = 0; i < t.ndim(); ++i) shape += std::to_string(t.dim(i)) + ", ";
+  shape += ")";
+  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': " + shape + ", }";
+  while ((10 + header.size() + 1) % 64 != 0) header += ' ';
+  header += '\n';
+  FILE* f = std::fopen(path.c_str(), "wb");
+  if (!f) throw Error(path + ": cannot write: " + std::strerror(errno));
+  const uint16_t hlen = uint16_t(header.size());
+  std::fwrite("\x93NUMPY\x01\x00", 1, 8, f);
+  std::fwrite(&hlen, 2, 1, f);
+  std::fwrite(header.data(), 1, header.size(), f);
+  const int64_t rows = t.rows(), n = t.dim(-1);
+  for (int64_t r = 0; r < rows; ++r) std::fwrite(t.row(r), sizeof(float), size_t(n), f);
+  std::fclose(f);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// KV cache
+
+void KvCache::store(Context& ctx, int64_t layer, int64_t pos0, const Tensor& k, const Tensor& v) {
+  ops::convert(ctx, k, keys(layer, pos0, k.dim(0)));
+  ops::convert(ctx, v, values(layer, pos0, v.dim(0)));
+}
+
+ContiguousKvCache::ContiguousKvCache(int64_t n_layers, int64_t n_kv_heads, int64_t head_dim,
+                                     DType dtype, int64_t max_tokens)
+    : n_layers_(n_layers),
+      n_kv_heads_(n_kv_heads),
+      head_dim_(head_dim),
+      max_tokens_(max_tokens),
+      dtype_(dtype) {
+  if (dtype != DType::F32 && dtype != DType::F16)
+    throw Error("KV cache dtype must be f32 or f16, not " + std::string(dtype_name(dtype)));
+  if (n_layers < 1 || n_kv_heads < 1 || head_dim < 1) throw Error("KV cache: bad dimensions");
+  k_.resize(size_t(n_layers));
+  v_.resize(size_t(n_layers));
+}
+
+void ContiguousKvCache::reserve(int64_t n_tokens) {
+  if (n_tokens <= capacity_) return;
+  if (max_tokens_ > 0 && n_tokens > max_tokens_)
+    throw Error(fmt::format("a sequence of {} tokens exceeds the model's {} positions", n_tokens,
+                            max_tokens_));
+  int64_t cap = std::max<int64_t>({n_tokens, 2 * capacity_, 64});
+  if (max_tokens_ > 0) cap = std::min(cap, max_tokens_);
+  const size_t row = row_bytes(dtype_, n_kv_heads_ * head_dim_);
+  for (int64_t l = 0; l < n_layers_; ++l) {
+    for (auto* bufs : {&k_, &v_}) {
+      auto nb = std::make_unique<HostBuffer>(row * size_t(cap));
+      if ((*bufs)[size_t(l)])
+        std::memcpy(nb->data(), (*bufs)[size_t(l)]->data(), row * size_t(capacity_));
+      (*bufs)[size_t(l)] = std::move(nb);
+    }
+  }
+  capacity_ = cap;
+}
+
+Tensor ContiguousKvCache::slot(std::vector<std::unique_ptr<HostBuffer>>& bufs, int64_t layer,
+                               int64_t pos0, int64_t n) {
+  if (layer < 0 || layer >= n_layers_ || pos0 < 0 || n < 0 || pos0 + n > capacity_)
+    throw Error(fmt::format("KV cache: layer {} positions [{}, {}) outside the cache of {}", layer,
+                            pos0, pos0 + n, capacity_));
+  const size_t row = row_bytes(dtype_, n_kv_heads_ * head_dim_);
+  auto* base = static_cast<uint8_t*>(bufs[size_t(layer)]->data());
+  return Tensor::view(base + row * size_t(pos0), dtype_, {n, n_kv_heads_, head_dim_});
+}
+
+Tensor ContiguousKvCache::keys(int64_t layer, int64_t pos0, int64_t n) {
+  return slot(k_, layer, pos0, n);
+}
+Tensor ContiguousKvCache::values(int64_t layer, int64_t pos0, int64_t n) {
+  return slot(v_, layer, pos0, n);
+}
+
+ops::KvView ContiguousKvCache::view(int64_t layer) {
+  if (layer < 0 || layer >= n_layers_ || capacity_ == 0)
+    throw Error("KV cache: no storage for layer " + std::to_string(layer));
+  ops::KvView v;
+  v.k = Tensor::view(k_[size_t(layer)]->data(), dtype_, {1, capacity_, n_kv_heads_, head_dim_});
+  v.v = Tensor::view(v_[size_t(layer)]->data(), dtype_, {1, capacity_, n_kv_heads_, head_dim_});
+  return v;
+}
+
+// ---------------------------------------------------------------------------
+// Model
+
+struct Model::Impl {
+  std::string path, format;
+  ModelConfig cfg;
+  const model::ArchDescriptor* arch = nullptr;
+  WeightStore store;                               // keeps the mapped files alive
+  std::vector<std::unique_ptr<HostBuffer>> owned;  // converted weights
+  DType wdtype = DType::F32, fdtype = DType::F32;
+  bool mapped = true;
+  std::array<Tensor, model::kNumSlots> global{};
+  std::vector<std::array<Tensor, model::kNumSlots>> layers;
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::unique_ptr<Context> ctx;
+  std::vector<float> alibi;  // [n_heads] or empty
+  std::string dump_dir;
+  int64_t calls = 0;
+  std::unique_ptr<HostBuffer> ws;  // activations workspace
+  size_t ws_floats = 0;
+
+  const Tensor& G(Slot s) const { return global[size_t(s)]; }
+  const Tensor& W(int64_t l, Slot s) const { return layers[size_t(l)][size_t(s)]; }
+
+  const WeightStore::Entry* lookup(const std::string& name, std::string* found) const;
+  bool ignorable(const std::string& name) const;
+  void bind(std::optional<DType> dtype);
+  void norm(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& y);
+  void dump(const Tensor& t, const std::string& name, int64_t layer = -1);
+  void forward(KvCache& cache, std::span<const int32_t> ids, int64_t pos0, Logits which,
+               std::vector<float>& logits);
+};
+
+const WeightStore::Entry* Model::Impl::lookup(const std::string& name, std::string* found) const {
+  if (const auto* e = store.find(name)) {
+    *found = name;
+    return e;
+  }
+  for (const char* p : arch->optional_prefixes) {
+    const size_t len = std::strlen(p);
+    if (name.compare(0, len, p) != 0) continue;
+    if (const auto* e = store.find(name.substr(len))) {
+      *found = name.substr(len);
+      return e;
+    }
+  }
+  return nullptr;
+}
+
+bool Model::Impl::ignorable(const std::string& name) const {
+  std::vector<std::string> patterns;
+  for (const char* p : arch->ignored) patterns.emplace_back(p);
+  // A tied head may still be stored; transformers ignores it too.
+  if (cfg.lm_head == LmHead::Tied) {
+    const std::string head = model::tensor_name(*arch, Slot::LmHead, 0);
+    if (!head.empty()) patterns.push_back(head);
+  }
+  for (const std::string& pat : patterns) {
+    if (model::name_matches(pat, name)) return true;
+    for (const char* p : arch->optional_prefixes) {
+      const size_t len = std::strlen(p);
+      if (pat.compare(0, len, p) == 0 &&
+          model::name_matches(std::string_view(pat).substr(len), name))
+        return true;
+    }
+  }
+  return false;
+}
+
+void Model::Impl::bind(std::optional<DType> dtype) {
+  const std::string tok_name = model::tensor_name(*arch, Slot::TokenEmbedding, 0);
+  std::string found;
+  const WeightStore::Entry* tok = lookup(tok_name, &found);
+  if (!tok)
+    throw Error(fmt::format("{}: missing tensor \"{}\" (the token embeddings)", path, tok_name));
+  fdtype = tok->tensor.dtype();
+  wdtype = dtype.value_or(fdtype);
+  if (wdtype != DType::F32 && wdtype != DType::F16 && wdtype != DType::BF16)
+    throw Error("compute dtype must be f32, f16 or bf16");
+
+  std::set<std::string> used;
+  auto bind_one = [&](const Need& need, int64_t layer) -> Tensor {
+    const std::string what = layer >= 0
+                                 ? fmt::format("{} of layer {}", model::slot_name(need.slot), layer)
+                                 : std::string(model::slot_name(need.slot));
+    const std::string name = model::tensor_name(*arch, need.slot, layer);
+    if (name.empty())
+      throw Error(
+          fmt::format("{}: the {} descriptor names no tensor for {}, which this "
+                      "configuration needs",
+                      cfg.source, cfg.family, what));
+    const WeightStore::Entry* e = lookup(name, &found);
+    if (!e)
+      throw Error(fmt::format("{}: missing tensor \"{}\" ({}), needed by this {} configuration",
+                              path, name, what, cfg.family));
+    used.insert(found);
+    const Tensor& t = e->tensor;
+    bool shape_ok = t.ndim() == int(need.shape.size());
+    for (int i = 0; shape_ok && i < t.ndim(); ++i) shape_ok = t.dim(i) == need.shape[size_t(i)];
+    if (!shape_ok)
+      throw Error(fmt::format("{}: tensor \"{}\" has shape {} but {} implies {}", e->source, found,
+                              t.shape_str(), cfg.source, shape_list(need.shape)));
+    if (t.dtype() != DType::F32 && t.dtype() != DType::F16 && t.dtype() != DType::BF16)
+      throw Error(fmt::format("{}: tensor \"{}\": dtype {} is not supported (f32, f16, bf16)",
+                              e->source, found, dtype_name(t.dtype())));
+    const DType want = need.role == Role::Matrix ? wdtype : DType::F32;
+    if (t.dtype() == want) return t;
+    if (need.role == Role::Matrix) mapped = false;
+    size_t bytes = row_bytes(want, t.numel());
+    auto buf = std::make_unique<HostBuffer>(bytes);
+    Tensor dst = Tensor::view(buf->data(), want, need.shape.data(), int(need.shape.size()));
+    ops::convert(*ctx, t, dst);
+    owned.push_back(std::move(buf));
+    return dst;
+  };
+
+  for (const Need& need : model_needs(cfg)) global[size_t(need.slot)] = bind_one(need, -1);
+  if (cfg.lm_head == LmHead::Tied) global[size_t(Slot::LmHead)] = G(Slot::TokenEmbedding);
+  const std::vector<Need> per_layer = layer_needs(cfg);
+  layers.resize(size_t(cfg.n_layers));
+  for (int64_t l = 0; l < cfg.n_layers; ++l)
+    for (const Need& need : per_layer) layers[size_t(l)][size_t(need.slot)] = bind_one(need, l);
+
+  std::vector<std::string> extra;
+  for (const auto& [name, e] : store.entries())
+    if (!used.count(name) && !ignorable(name)) extra.push_back(name);
+  if (!extra.empty()) {
+    std::string more;
+    if (extra.size() > 1) {
+      more = fmt::format(" (and {} more:", extra.size() - 1);
+      for (size_t i = 1; i < extra.size() && i < 6; ++i) more += " \"" + extra[i] + "\"";
+      more += extra.size() > 6 ? " ...)" : ")";
+    }
+    throw Error(
+        fmt::format("{}: tensor \"{}\" is not used by this {} configuration{}; the "
+                    "checkpoint does not match {}",
+                    store.find(extra[0])->source, extra[0], cfg.family, more, cfg.source));
+  }
+}
+
+void Model::Impl::norm(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& y) {
+  if (cfg.norm == NormKind::RmsNorm)
+    ops::rmsnorm(*ctx, x, w, y, cfg.norm_eps);
+  else
+    ops::layernorm(*ctx, x, &w, opt(b), y, cfg.norm_eps);
+}
+
+void Model::Impl::dump(const Tensor& t, const std::string& name, int64_t layer) {
+  if (dump_dir.empty()) return;
+  const std::string file = layer >= 0
+                               ? fmt::format("{}/{:04d}-{}-{}.npy", dump_dir, calls, name, layer)
+                               : fmt::format("{}/{:04d}-{}.npy", dump_dir, calls, name);
+  write_npy(file, t);
+}
+
+void Model::Impl::forward(KvCache& cache, std::span<const int32_t> ids, int64_t pos0, Logits which,
+                          std::vector<float>& logits) {
+  const ModelConfig& c = cfg;
+  Context& cx = *ctx;
+  const int64_t n = int64_t(ids.size());
+  if (n == 0) throw Error("forward: no tokens");
+  if (pos0 < 0 || pos0 + n > int64_t(INT32_MAX)) throw Error("forward: position out of range");
+  for (int32_t id : ids)
+    if (id < 0 || id >= c.vocab_size)
+      throw Error(fmt::format("token id {} is outside the vocabulary (size {})", id, c.vocab_size));
+  if (c.position == PositionKind::Learned && pos0 + n > c.max_positions)
+    throw Error(fmt::format("a sequence of {} tokens exceeds max_position_embeddings = {}",
+                            pos0 + n, c.max_positions));
+  cache.reserve(pos0 + n);
+
+  const int64_t H = c.hidden_size, E = c.embed_dim, QD = c.n_heads * c.head_dim;
+  const int64_t KD = c.n_kv_heads * c.head_dim, F = c.ffn_dim, V = c.vocab_size;
+  const int64_t R = which == Logits::All ? n : 1;  // rows that reach the head
+
+  // Workspace: one arena, carved into named buffers.
+  struct Part {
+    float** ptr;
+    int64_t floats;
+  };
+  float *x, *t, *a, *emb, *en, *q, *k, *v, *att, *qkv, *u, *g, *pe, *hn, *he;
+  const Part parts[] = {
+      {&x, n * H},
+      {&t, n * H},
+      {&a, n * H},
+      {&emb, n * E},
+      {&en, c.embedding_norm == EmbeddingNorm::LayerNorm ? n * E : 0},
+      {&q, n * QD},
+      {&k, n * KD},
+      {&v, n * KD},
+      {&att, n * QD},
+      {&qkv, c.qkv_layout == QkvLayout::FusedPerHead ? n * 3 * QD : 0},
+      {&u, n * F},
+      {&g, c.mlp == MlpKind::Gated ? n * F : 0},
+      {&pe, c.position == PositionKind::Learned ? n * H : 0},
+      {&hn, R * H},
+      {&he, R * E},
+  };
+  size_t total = 0;
+  for (const Part& p : parts) total += (size_t(p.floats) + 15) / 16 * 16;
+  if (total > ws_floats) {
+    ws = std::make_unique<HostBuffer>(total * sizeof(float));
+    ws_floats = total;
+  }
+  {
+    float* base = static_cast<float*>(ws->data());
+    for (const Part& p : parts) {
+      *p.ptr = p.floats ? base : nullptr;
+      base += (size_t(p.floats) + 15) / 16 * 16;
+    }
+  }
+  std::vector<int32_t> positions(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) positions[size_t(i)] = int32_t(pos0 + i);
+
+  const Tensor X = view2(x, n, H), T = view2(t, n, H), A = view2(a, n, H);
+
+  // Embeddings.
+  const Tensor EMB = view2(emb, n, E);
+  ops::embedding(cx, G(Slot::TokenEmbedding), ids, EMB);
+  if (c.embedding_norm == EmbeddingNorm::LayerNorm) {
+    const Tensor EMB2 = c.projection == EmbeddingProjection::None ? X : view2(en, n, E);
+    ops::layernorm(cx, EMB, &G(Slot::EmbeddingNormWeight), &G(Slot::EmbeddingNormBias), EMB2,
+                   c.norm_eps);
+    if (c.projection == EmbeddingProjection::InOut)
+      ops::matmul(cx, EMB2, G(Slot::ProjectIn), nullptr, X);
+  } else if (c.projection == EmbeddingProjection::InOut) {
+    ops::matmul(cx, EMB, G(Slot::ProjectIn), nullptr, X);
+  } else {
+    std::memcpy(x, emb, size_t(n * H) * sizeof(float));
+  }
+  if (c.position == PositionKind::Learned) {
+    std::vector<int32_t> rows(positions);
+    for (int32_t& r : rows) r += int32_t(c.position_offset);
+    const Tensor PE = view2(pe, n, H);
+    ops::embedding(cx, G(Slot::PositionEmbedding), rows, PE);
+    ops::add(cx, X, PE, X);
+  }
+  dump(X, "inp_embd");
+
+  std::vector<float> inv_freq;
+  if (c.position == PositionKind::Rope) inv_freq = ops::rope_inv_freq(c.rope, pos0 + n);
+  const std::span<const float> slopes(alibi);
+
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    // Attention block.
+    const Tensor& IN = c.norm_placement == NormPlacement::Pre ? T : X;
+    if (c.norm_placement == NormPlacement::Pre) {
+      norm(X, W(l, Slot::AttnNormWeight), W(l, Slot::AttnNormBias), T);
+      dump(T, "attn_norm", l);
+    }
+    const Tensor Q3 = view3(q, n, c.n_heads, c.head_dim);
+    const Tensor K3 = view3(k, n, c.n_kv_heads, c.head_dim);
+    const Tensor V3 = view3(v, n, c.n_kv_heads, c.head_dim);
+    if (c.qkv_layout == QkvLayout::Separate) {
+      ops::matmul(cx, IN, W(l, Slot::QWeight), opt(W(l, Slot::QBias)), view2(q, n, QD));
+      ops::matmul(cx, IN, W(l, Slot::KWeight), opt(W(l, Slot::KBias)), view2(k, n, KD));
+      ops::matmul(cx, IN, W(l, Slot::VWeight), opt(W(l, Slot::VBias)), view2(v, n, KD));
+    } else {
+      ops::matmul(cx, IN, W(l, Slot::QkvWeight), opt(W(l, Slot::QkvBias)), view2(qkv, n, 3 * QD));
+      // [n, heads, 3, head_dim] -> q, k, v [n, heads, head_dim]
+      const int64_t hd = c.head_dim;
+      const size_t bytes = size_t(hd) * sizeof(float);
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t h = 0; h < c.n_heads; ++h) {
+          const float* src = qkv + (i * c.n_heads + h) * 3 * hd;
+          std::memcpy(q + (i * c.n_heads + h) * hd, src, bytes);
+          std::memcpy(k + (i * c.n_heads + h) * hd, src + hd, bytes);
+          std::memcpy(v + (i * c.n_heads + h) * hd, src + 2 * hd, bytes);
+        }
+    }
+    if (c.position == PositionKind::Rope) {
+      ops::rope(cx, Q3, positions, inv_freq, c.rope_style);
+      ops::rope(cx, K3, positions, inv_freq, c.rope_style);
+    }
+    cache.store(cx, l, pos0, K3, V3);
+    const Tensor ATT3 = view3(att, n, c.n_heads, c.head_dim);
+    ops::attention(cx, Q3, cache.view(l), pos0, c.attn_scale, slopes, ATT3);
+    ops::matmul(cx, view2(att, n, QD), W(l, Slot::OutWeight), opt(W(l, Slot::OutBias)), A);
+    dump(A, "attn_out", l);
+    if (c.norm_placement == NormPlacement::Pre) {
+      ops::add(cx, X, A, X);
+    } else {
+      ops::add(cx, X, A, T);
+      norm(T, W(l, Slot::AttnNormWeight), W(l, Slot::AttnNormBias), X);
+    }
+    dump(X, "ffn_inp", l);
+
+    // MLP block.
+    if (c.norm_placement == NormPlacement::Pre) {
+      norm(X, W(l, Slot::FfnNormWeight), W(l, Slot::FfnNormBias), T);
+      dump(T, "ffn_norm", l);
+    }
+    const Tensor U = view2(u, n, F);
+    ops::matmul(cx, IN, W(l, Slot::UpWeight), opt(W(l, Slot::UpBias)), U);
+    if (c.mlp == MlpKind::Gated) {
+      const Tensor Gt = view2(g, n, F);
+      ops::matmul(cx, IN, W(l, Slot::GateWeight), opt(W(l, Slot::GateBias)), Gt);
+      ops::swiglu(cx, Gt, U, U);
+    } else {
+      ops::activation(cx, c.activation, U, U);
+    }
+    ops::matmul(cx, U, W(l, Slot::DownWeight), opt(W(l, Slot::DownBias)), A);
+    dump(A, "ffn_out", l);
+    if (c.norm_placement == NormPlacement::Pre) {
+      ops::add(cx, X, A, X);
+    } else {
+      ops::add(cx, X, A, T);
+      norm(T, W(l, Slot::FfnNormWeight), W(l, Slot::FfnNormBias), X);
+    }
+    dump(X, "l_out", l);
+  }
+
+  // Head: only the rows whose logits are wanted.
+  const Tensor XR = X.slice(0, n - R, n);
+  Tensor HR = XR;
+  if (c.final_norm == FinalNorm::Present) {
+    HR = view2(hn, R, H);
+    norm(XR, G(Slot::FinalNormWeight), G(Slot::FinalNormBias), HR);
+  }
+  if (c.projection == EmbeddingProjection::InOut) {
+    const Tensor P = view2(he, R, E);
+    ops::matmul(cx, HR, G(Slot::ProjectOut), nullptr, P);
+    HR = P;
+  }
+  dump(HR, "result_norm");
+  logits.resize(size_t(R * V));
+  const Tensor L = view2(logits.data(), R, V);
+  ops::matmul(cx, HR, G(Slot::LmHead), nullptr, L);
+  dump(L, "result_output");
+  ++calls;
+}
+
+Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Model::~Model() = default;
+
+std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  Checkpoint ck = open_checkpoint(path);
+  impl->path = ck.path;
+  impl->format = ck.format;
+  impl->cfg = ck.config;
+  impl->store = std::move(ck.weights);
+  impl->arch = model::find_arch(impl->cfg.family);
+  if (!impl->arch) throw Error(path + ": no descriptor for family " + impl->cfg.family);
+  const int threads = options.threads > 0 ? options.threads : ThreadPool::hardware_threads();
+  impl->ctx = std::make_unique<Context>(threads);
+  impl->bind(options.dtype);
+  if (impl->cfg.position == PositionKind::Alibi) impl->alibi = ops::alibi_slopes(impl->cfg.n_heads);
+  const std::string tok_path =
+      !options.tokenizer_path.empty() ? options.tokenizer_path : ck.tokenizer_path;
+  if (!tok_path.empty()) impl->tokenizer = std::make_unique<Tokenizer>(load_tokenizer(tok_path));
+  if (!options.dump_dir.empty()) {
+    impl->dump_dir = options.dump_dir;
+  } else if (const char* env = std::getenv("RUNNEL_DUMP"); env && *env) {
+    impl->dump_dir = env;
+  }
+  if (!impl->dump_dir.empty()) std::filesystem::create_directories(impl->dump_dir);
+  return std::unique_ptr<Model>(new Model(std::move(impl)));
+}
+
+const ModelConfig& Model::config() const { return impl_->cfg; }
+const std::string& Model::path() const { return impl_->path; }
+const std::string& Model::format() const { return impl_->format; }
+DType Model::weight_dtype() const { return impl_->wdtype; }
+DType Model::file_dtype() const { return impl_->fdtype; }
+bool Model::weights_mapped() const { return impl_->mapped; }
+const Tokenizer* Model::tokenizer() const { return impl_->tokenizer.get(); }
+Context& Model::context() { return *impl_->ctx; }
+
+std::unique_ptr<KvCache> Model::new_cache(DType kv_dtype) const {
+  const ModelConfig& c = impl_->cfg;
+  return std::make_unique<ContiguousKvCache>(
+      c.n_layers, c.n_kv_heads, c.head_dim, kv_dtype,
+      c.position == PositionKind::Learned ? c.max_positions : 0);
+}
+
+void Model::forward(KvCache& cache, std::span<const int32_t> ids, int64_t pos0, Logits which,
+                    std::vector<float>& logits) {
+  impl_->forward(cache, ids, pos0, which, logits);
+}
+
+void Model::set_dump_dir(const std::string& dir) {
+  impl_->dump_dir = dir;
+  if (!dir.empty()) std::filesystem::create_directories(dir);
+}
+
+// ---------------------------------------------------------------------------
+// Sequence and generation
+
+Sequence::Sequence(Model& model, DType kv_dtype)
+    : model_(&model), cache_(model.new_cache(kv_dtype)) {}
+
+std::vector<float> Sequence::prefill(std::span<const int32_t> ids, Logits which) {
+  std::vector<float> logits;
+  model_->forward(*cache_, ids, n_past(), which, logits);
+  tokens_.insert(tokens_.end(), ids.begin(), ids.end());
+  return logits;
+}
+
+std::vector<float> Sequence::decode(int32_t id) {
+  std::vector<float> logits;
+  model_->forward(*cache_, std::span<const int32_t>(&id, 1), n_past(), Logits::Last, logits);
+  tokens_.push_back(id);
+  return logits;
+}
+
+void Sequence::reset() { tokens_.clear(); }
+
+int32_t argmax(std::span<const float> logits) {
+  if (logits.empty()) throw Error("argmax of empty logits");
+  size_t best = 0;
+  for (size_t i = 1; i < logits.size(); ++i)
+    if (logits[i] > logits[best]) best = i;
+  return int32_t(best);
+}
+
+namespace {
+
+int32_t sample(std::span<const float> logits, float temperature, std::mt19937_64& rng) {
+  const float mx = *std::max_element(logits.begin(), logits.end());
+  std::vector<double> p(logits.size());
+  double sum = 0;
+  for (size_t i = 0; i < logits.size(); ++i)
+    sum += p[i] = std::exp(double(logits[i] - mx) / temperature);
+  const double r = std::uniform_real_distribution<double>(0.0, sum)(rng);
+  double acc = 0;
+  for (size_t i = 0; i < p.size(); ++i)
+    if ((acc += p[i]) > r) return int32_t(i);
+  return int32_t(p.size() - 1);
+}
+
+}  // namespace
+
+std::vector<int32_t> generate(Sequence& seq, std::span<const int32_t> prompt,
+                              const GenerateOptions& options,
+                              const std::function<bool(int32_t)>& on_token) {
+  if (!(options.temperature >= 0.0f) || !std::isfinite(options.temperature))
+    throw Error("temperature must be a finite number >= 0");
+  std::vector<int32_t> out;
+  if (options.max_new_tokens <= 0) return out;
+  std::vector<float> logits = seq.prefill(prompt, Logits::Last);
+  std::mt19937_64 rng(options.seed);
+  for (int i = 0; i < options.max_new_tokens; ++i) {
+    const int32_t next =
+        options.temperature == 0.0f ? argmax(logits) : sample(logits, options.temperature, rng);
+    out.push_back(next);
+    const bool go = on_token ? on_token(next) : true;
+    const bool stop =
+        std::find(options.stop_ids.begin(), options.stop_ids.end(), next) != options.stop_ids.end();
+    if (!go || stop || i + 1 == options.max_new_tokens) break;
+    logits = seq.decode(next);
+  }
+  return out;
+}
+
+}  // namespace runnel

@@ -1,0 +1,269 @@
+// Whole-model checks against Hugging Face transformers fixtures
+// (tests/data/models/<variant>, made by tools/reference): logits at every
+// position, hidden states, greedy continuations through the KV cache,
+// perplexity, and f16 / bf16 compute within looser bounds.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "runnel/error.hpp"
+#include "runnel/model.hpp"
+#include "test_util.hpp"
+
+namespace runnel {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+const char* const kVariants[] = {
+    "opt-prenorm",       "opt-350m-style",        "llama-mha",    "llama-gqa-tied-llama3",
+    "llama-linear-bias", "llama-dynamic-headdim", "bloom-6heads", "bloom-4heads",
+};
+
+// Tolerances on max|ours - ref| / max|ref| of the logits.
+constexpr double kTolF32 = 1e-4;   // the bound
+constexpr double kTolF16 = 1e-2;   // f16 weights (11-bit mantissa); worst seen 8.6e-3
+constexpr double kTolBF16 = 4e-2;  // bf16 weights (8-bit mantissa); worst seen 2.6e-2
+
+std::unique_ptr<Model> load(const fs::path& dir, std::optional<DType> dtype = {},
+                            const std::string& dump = "") {
+  LoadOptions o;
+  o.dtype = dtype;
+  o.threads = 2;
+  o.dump_dir = dump;
+  return Model::load(dir.string(), o);
+}
+
+fs::path variant_dir(const std::string& v) { return fs::path(RUNNEL_TEST_DATA_DIR) / "models" / v; }
+
+json read_json(const fs::path& p) {
+  std::ifstream in(p);
+  if (!in) throw std::runtime_error("cannot open " + p.string());
+  return json::parse(in);
+}
+
+std::vector<int32_t> ids_of(const json& j) { return j.get<std::vector<int32_t>>(); }
+
+std::vector<float> flat(const json& rows) {
+  std::vector<float> out;
+  for (const json& r : rows)
+    for (const json& x : r) out.push_back(x.get<float>());
+  return out;
+}
+
+// Reads an f32 .npy written by the dump option.
+std::vector<float> read_npy(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot open " + p.string());
+  char magic[8];
+  in.read(magic, 8);
+  uint16_t hlen = 0;
+  in.read(reinterpret_cast<char*>(&hlen), 2);
+  in.seekg(10 + hlen);
+  std::vector<float> v;
+  float f;
+  while (in.read(reinterpret_cast<char*>(&f), 4)) v.push_back(f);
+  return v;
+}
+
+class ModelFixture : public ::testing::TestWithParam<const char*> {
+ protected:
+  void SetUp() override {
+    dir_ = variant_dir(GetParam());
+    ASSERT_TRUE(fs::exists(dir_ / "reference.json")) << "fixture missing: " << dir_;
+    ref_ = read_json(dir_ / "reference.json");
+  }
+  // Worst normalised logits error over every position of every prompt.
+  double logits_error(DType dtype) {
+    auto model = load(dir_, dtype);
+    double worst = 0;
+    for (const json& p : ref_["prompts"]) {
+      Sequence seq(*model);
+      const std::vector<int32_t> ids = ids_of(p["ids"]);
+      const std::vector<float> ours = seq.prefill(ids, Logits::All);
+      const std::vector<float> want = flat(p["logits"]);
+      EXPECT_EQ(ours.size(), want.size());
+      worst = std::max(worst, test::norm_err(ours, want));
+    }
+    return worst;
+  }
+  fs::path dir_;
+  json ref_;
+};
+
+TEST_P(ModelFixture, LogitsF32MatchTransformers) {
+  const double err = logits_error(DType::F32);
+  RecordProperty("f32_logits_error", std::to_string(err));
+  std::printf("[ %s ] f32 logits max|d|/max|ref| = %.3g\n", GetParam(), err);
+  EXPECT_LE(err, kTolF32);
+}
+
+TEST_P(ModelFixture, LogitsF16WithinBound) {
+  const double err = logits_error(DType::F16);
+  std::printf("[ %s ] f16 logits max|d|/max|ref| = %.3g\n", GetParam(), err);
+  EXPECT_LE(err, kTolF16);
+}
+
+TEST_P(ModelFixture, LogitsBF16WithinBound) {
+  const double err = logits_error(DType::BF16);
+  std::printf("[ %s ] bf16 logits max|d|/max|ref| = %.3g\n", GetParam(), err);
+  EXPECT_LE(err, kTolBF16);
+}
+
+TEST_P(ModelFixture, WeightsAreMappedWhenDtypeMatches) {
+  auto model = load(dir_);
+  EXPECT_EQ(model->file_dtype(), DType::F32);
+  EXPECT_EQ(model->weight_dtype(), DType::F32);
+  EXPECT_TRUE(model->weights_mapped());
+  auto converted = load(dir_, DType::F16);
+  EXPECT_EQ(converted->weight_dtype(), DType::F16);
+  EXPECT_FALSE(converted->weights_mapped());
+}
+
+// Prefill + token-by-token decode through the KV cache (f32 and f16 cache)
+// gives transformers' cached greedy continuation.
+TEST_P(ModelFixture, GreedyContinuationMatches) {
+  auto model = load(dir_);
+  for (DType kv : {DType::F32, DType::F16}) {
+    int prompt_no = 0;
+    for (const json& p : ref_["prompts"]) {
+      const std::vector<int32_t> want = ids_of(p["greedy"]);
+      Sequence seq(*model, kv);
+      GenerateOptions g;
+      g.max_new_tokens = int(want.size());
+      const std::vector<int32_t> got = generate(seq, ids_of(p["ids"]), g);
+      if (kv == DType::F32) {
+        EXPECT_EQ(got, want) << "prompt " << prompt_no;
+      } else {
+        // An f16 cache may flip a near-tie; require agreement up to the
+        // first step whose reference top-2 margin is tiny.
+        size_t must = want.size();
+        if (p.contains("greedy_margins"))
+          for (size_t i = 0; i < want.size(); ++i)
+            if (p["greedy_margins"][i].get<double>() < 1e-2) {
+              must = i;
+              break;
+            }
+        for (size_t i = 0; i < must && i < got.size(); ++i)
+          ASSERT_EQ(got[i], want[i]) << "f16 cache, prompt " << prompt_no << " step " << i;
+      }
+      ++prompt_no;
+    }
+  }
+}
+
+// Decoding one token at a time gives the same logits as one batch.
+TEST_P(ModelFixture, DecodeMatchesPrefill) {
+  auto model = load(dir_);
+  const json& p = ref_["prompts"][0];
+  const std::vector<int32_t> ids = ids_of(p["ids"]);
+  const std::vector<float> want = flat(p["logits"]);
+  Sequence seq(*model);
+  const size_t vocab = size_t(model->config().vocab_size);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const std::vector<float> got = seq.decode(ids[i]);
+    ASSERT_EQ(got.size(), vocab);
+    EXPECT_LE(test::norm_err(got.data(), want.data() + i * vocab, vocab), kTolF32)
+        << "position " << i;
+  }
+}
+
+// The dump option writes the residual stream with names that line up with
+// transformers' hidden states.
+TEST_P(ModelFixture, DumpedHiddenStatesMatch) {
+  const json& p = ref_["prompts"][0];
+  if (!p.contains("embeddings")) GTEST_SKIP() << "fixture has no hidden states";
+  const fs::path dump = fs::temp_directory_path() / (std::string("runnel-dump-") + GetParam());
+  fs::remove_all(dump);
+  auto model = load(dir_, {}, dump.string());
+  Sequence seq(*model);
+  seq.prefill(ids_of(p["ids"]), Logits::All);
+  EXPECT_LE(test::norm_err(read_npy(dump / "0000-inp_embd.npy"), flat(p["embeddings"])), kTolF32);
+  const json& layers = p["layer_outputs"];
+  ASSERT_EQ(int64_t(layers.size()), model->config().n_layers);
+  for (size_t l = 0; l < layers.size(); ++l)
+    EXPECT_LE(test::norm_err(read_npy(dump / ("0000-l_out-" + std::to_string(l) + ".npy")),
+                             flat(layers[l])),
+              kTolF32)
+        << "layer " << l;
+  EXPECT_LE(test::norm_err(read_npy(dump / "0000-result_norm.npy"), flat(p["final_norm_hidden"])),
+            kTolF32);
+  fs::remove_all(dump);
+}
+
+TEST_P(ModelFixture, PerplexityMatches) {
+  if (!fs::exists(dir_ / "perplexity.json")) GTEST_SKIP() << "no perplexity.json";
+  const json ppl = read_json(dir_ / "perplexity.json");
+  auto model = load(dir_);
+  const std::vector<int32_t> ids = ids_of(ppl["ids"]);
+  Sequence seq(*model);
+  const std::vector<float> logits = seq.prefill(ids, Logits::All);
+  const size_t vocab = size_t(model->config().vocab_size);
+  double sum = 0;
+  for (size_t i = 0; i + 1 < ids.size(); ++i) {
+    const float* row = logits.data() + i * vocab;
+    double mx = row[0];
+    for (size_t j = 0; j < vocab; ++j) mx = std::max(mx, double(row[j]));
+    double z = 0;
+    for (size_t j = 0; j < vocab; ++j) z += std::exp(double(row[j]) - mx);
+    sum += -(double(row[ids[i + 1]]) - mx - std::log(z));
+  }
+  const double mean = sum / double(ids.size() - 1);
+  EXPECT_NEAR(mean, ppl["mean_nll"].get<double>(), 1e-4 * ppl["mean_nll"].get<double>());
+}
+
+// Temperature sampling reproduces with the same seed and follows the seed.
+TEST(ModelSampling, SeededTemperatureSampling) {
+  auto model = load(variant_dir("opt-prenorm"));
+  const std::vector<int32_t> prompt = {2, 40, 41};
+  auto run = [&](uint64_t seed, float temp) {
+    Sequence seq(*model);
+    GenerateOptions g;
+    g.max_new_tokens = 32;
+    g.temperature = temp;
+    g.seed = seed;
+    return generate(seq, prompt, g);
+  };
+  EXPECT_EQ(run(1, 1.0f), run(1, 1.0f));
+  EXPECT_NE(run(1, 1.0f), run(2, 1.0f));
+  // A tiny temperature is greedy.
+  EXPECT_EQ(run(3, 1e-4f), run(0, 0.0f));
+  Sequence seq(*model);
+  GenerateOptions bad;
+  bad.temperature = -1.0f;
+  EXPECT_THROW(generate(seq, prompt, bad), Error);
+}
+
+// Generation stops after a stop id, which is included.
+TEST(ModelSampling, StopIds) {
+  auto model = load(variant_dir("opt-prenorm"));
+  const std::vector<int32_t> prompt = {2, 40, 41};
+  Sequence s1(*model);
+  GenerateOptions g;
+  g.max_new_tokens = 8;
+  const std::vector<int32_t> free_run = generate(s1, prompt, g);
+  ASSERT_EQ(free_run.size(), 8u);
+  Sequence s2(*model);
+  g.stop_ids = {free_run[2]};
+  const std::vector<int32_t> stopped = generate(s2, prompt, g);
+  const auto first = std::find(free_run.begin(), free_run.end(), free_run[2]);
+  EXPECT_EQ(stopped, std::vector<int32_t>(free_run.begin(), first + 1));
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, ModelFixture, ::testing::ValuesIn(kVariants),
+                         [](const auto& info) {
+                           std::string s = info.param;
+                           for (char& c : s)
+                             if (c == '-') c = '_';
+                           return s;
+                         });
+
+}  // namespace
+}  // namespace runnel
