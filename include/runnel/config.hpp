@@ -31,6 +31,7 @@ enum class MlpKind : unsigned char {
 enum class QkvLayout : unsigned char {
   Separate,      // q_proj, k_proj, v_proj
   FusedPerHead,  // one [3 * hidden, hidden] weight, rows grouped per head as [q, k, v] (BLOOM)
+  FusedBlocks,   // one [3 * hidden, hidden] weight as [q; k; v] row blocks (BLOOM in GGUF)
 };
 enum class Bias : unsigned char { None, Present };
 enum class EmbeddingNorm : unsigned char { None, LayerNorm };

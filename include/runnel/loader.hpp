@@ -15,6 +15,8 @@
 
 namespace runnel {
 
+struct Vocab;
+
 // One tensor entry of a safetensors header.
 struct TensorInfo {
   std::string name;
@@ -75,16 +77,17 @@ Llama2cHeader parse_llama2c_header(const uint8_t* data, size_t size, const std::
 // Where a model came from and what it holds.
 struct Checkpoint {
   std::string path;
-  std::string format;  // "safetensors", "llama2.c"
+  std::string format;  // "safetensors", "llama2.c", "gguf"
   ModelConfig config;
   WeightStore weights;
   std::string tokenizer_path;  // a tokenizer found beside the model, or empty
+  std::shared_ptr<const Vocab> vocab;  // a vocabulary embedded in the model file (GGUF), or null
 };
 
 // Opens a model: a Hugging Face folder (config.json + model.safetensors or
 // model.safetensors.index.json), a .safetensors file with config.json beside
-// it, or a llama2.c .bin file.  pytorch_model.bin files are refused with an
-// explanation of how to convert them.
+// it, a GGUF file (runnel/gguf.hpp) or a llama2.c .bin file.  pytorch_model.bin
+// files are refused with an explanation of how to convert them.
 Checkpoint open_checkpoint(const std::string& path);
 
 // The message given for PyTorch pickle checkpoints (exposed for tests).

@@ -87,7 +87,7 @@ class Model {
 
   const ModelConfig& config() const;
   const std::string& path() const;
-  const std::string& format() const;   // "safetensors", "llama2.c"
+  const std::string& format() const;   // "safetensors", "llama2.c", "gguf"
   DType weight_dtype() const;          // compute dtype of the matrix weights
   DType file_dtype() const;            // dtype of the checkpoint's matrix weights
   bool weights_mapped() const;         // every matrix weight is a view into the file

@@ -6,6 +6,7 @@
 
 #include "loader/llama2c.hpp"
 #include "runnel/error.hpp"
+#include "runnel/gguf.hpp"
 #include "runnel/loader.hpp"
 
 namespace runnel {
@@ -117,10 +118,10 @@ Checkpoint open_checkpoint(const std::string& path) {
     return ck;
   }
   if (looks_like_pickle(p)) throw Error(pickle_refusal_message(path));
-  if (head_bytes(p, 4) == "GGUF")
-    throw Error(path +
-                ": GGUF checkpoints are not loaded by this build; use a Hugging Face "
-                "folder (config.json + safetensors) or a llama2.c .bin");
+  if (head_bytes(p, 4) == "GGUF") {
+    gguf::load_checkpoint(path, ck);  // sets format "gguf"; the vocabulary travels in the file
+    return ck;
+  }
   // Anything else is taken for a llama2.c checkpoint; its header checks are strict.
   load_llama2c(path, ck.config, ck.weights);
   ck.format = "llama2.c";

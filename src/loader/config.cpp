@@ -30,7 +30,15 @@ std::string_view to_string(PositionKind v) {
 }
 std::string_view to_string(MlpKind v) { return v == MlpKind::Plain ? "plain" : "gated"; }
 std::string_view to_string(QkvLayout v) {
-  return v == QkvLayout::Separate ? "separate" : "fused-per-head";
+  switch (v) {
+    case QkvLayout::Separate:
+      return "separate";
+    case QkvLayout::FusedPerHead:
+      return "fused-per-head";
+    case QkvLayout::FusedBlocks:
+      return "fused-blocks";
+  }
+  return "?";
 }
 std::string_view to_string(RopeStyle v) { return v == RopeStyle::NeoX ? "neox" : "gptj"; }
 std::string_view to_string(RopeScaling v) {
@@ -99,8 +107,8 @@ void ModelConfig::validate() const {
   if (projection == EmbeddingProjection::None && embed_dim != hidden_size)
     fail(fmt::format("embedding width {} differs from hidden_size {} without a projection",
                      embed_dim, hidden_size));
-  if (qkv_layout == QkvLayout::FusedPerHead && n_kv_heads != n_heads)
-    fail("the fused per-head QKV layout needs as many key/value heads as query heads");
+  if (qkv_layout != QkvLayout::Separate && n_kv_heads != n_heads)
+    fail("a fused QKV layout needs as many key/value heads as query heads");
   if (mlp == MlpKind::Gated && activation != Activation::Silu)
     fail(fmt::format("a gated MLP with activation {} is not supported (only silu)",
                      to_string(activation)));

@@ -383,7 +383,7 @@ void Model::Impl::forward(KvCache& cache, std::span<const int32_t> ids, int64_t 
       {&k, n * KD},
       {&v, n * KD},
       {&att, n * QD},
-      {&qkv, c.qkv_layout == QkvLayout::FusedPerHead ? n * 3 * QD : 0},
+      {&qkv, c.qkv_layout != QkvLayout::Separate ? n * 3 * QD : 0},
       {&u, n * F},
       {&g, c.mlp == MlpKind::Gated ? n * F : 0},
       {&pe, c.position == PositionKind::Learned ? n * H : 0},
@@ -449,6 +449,16 @@ void Model::Impl::forward(KvCache& cache, std::span<const int32_t> ids, int64_t 
       ops::matmul(cx, IN, W(l, Slot::QWeight), opt(W(l, Slot::QBias)), view2(q, n, QD));
       ops::matmul(cx, IN, W(l, Slot::KWeight), opt(W(l, Slot::KBias)), view2(k, n, KD));
       ops::matmul(cx, IN, W(l, Slot::VWeight), opt(W(l, Slot::VBias)), view2(v, n, KD));
+    } else if (c.qkv_layout == QkvLayout::FusedBlocks) {
+      ops::matmul(cx, IN, W(l, Slot::QkvWeight), opt(W(l, Slot::QkvBias)), view2(qkv, n, 3 * QD));
+      // [n, 3, QD] -> q, k, v [n, QD]
+      const size_t bytes = size_t(QD) * sizeof(float);
+      for (int64_t i = 0; i < n; ++i) {
+        const float* src = qkv + i * 3 * QD;
+        std::memcpy(q + i * QD, src, bytes);
+        std::memcpy(k + i * QD, src + QD, bytes);
+        std::memcpy(v + i * QD, src + 2 * QD, bytes);
+      }
     } else {
       ops::matmul(cx, IN, W(l, Slot::QkvWeight), opt(W(l, Slot::QkvBias)), view2(qkv, n, 3 * QD));
       // [n, heads, 3, head_dim] -> q, k, v [n, heads, head_dim]
@@ -542,7 +552,10 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   if (impl->cfg.position == PositionKind::Alibi) impl->alibi = ops::alibi_slopes(impl->cfg.n_heads);
   const std::string tok_path =
       !options.tokenizer_path.empty() ? options.tokenizer_path : ck.tokenizer_path;
-  if (!tok_path.empty()) impl->tokenizer = std::make_unique<Tokenizer>(load_tokenizer(tok_path));
+  if (!tok_path.empty())
+    impl->tokenizer = std::make_unique<Tokenizer>(load_tokenizer(tok_path));
+  else if (ck.vocab)  // embedded in the model file (GGUF)
+    impl->tokenizer = std::make_unique<Tokenizer>(Tokenizer::from_vocab(*ck.vocab));
   if (!options.dump_dir.empty()) {
     impl->dump_dir = options.dump_dir;
   } else if (const char* env = std::getenv("RUNNEL_DUMP"); env && *env) {
