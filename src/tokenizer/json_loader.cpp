@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runnel/error.hpp"
+#include "runnel/gguf.hpp"
 #include "tokenizer/tokenizer_impl.hpp"
 
 namespace runnel {
@@ -530,6 +531,8 @@ Tokenizer load_tokenizer(const std::string& path) {
   }
   check(fs::is_regular_file(p, ec), path + ": no such file or directory");
   const std::string fname = p.filename().string();
+  check(fname != "merges.txt" && fname != "vocab.bpe",
+        path + ": a merges file alone is not a tokenizer; pass the vocab.json beside it or the folder");
   if (fname == "vocab.json" || fname == "encoder.json") {
     const fs::path merges = p.parent_path() / (fname == "vocab.json" ? "merges.txt" : "vocab.bpe");
     check(fs::is_regular_file(merges, ec), path + ": " + merges.filename().string() + " is missing beside it");
@@ -543,7 +546,16 @@ Tokenizer load_tokenizer(const std::string& path) {
     f.read(head.data(), 64);
     head.resize(static_cast<size_t>(f.gcount()));
   }
-  check(head.rfind("GGUF", 0) != 0, path + ": a GGUF file; its vocabulary is read with the model (Tokenizer::from_vocab)");
+  if (head.rfind("GGUF", 0) == 0 || p.extension() == ".gguf") {
+    // The embedded vocabulary (tokenizer.ggml.*); File::open checks the magic and every offset.
+    const gguf::File f = gguf::File::open(path);
+    std::optional<Vocab> vocab = gguf::read_vocab(f);
+    check(vocab.has_value(),
+          path + ": GGUF file carries no vocabulary (no tokenizer.ggml.model / tokenizer.ggml.tokens)");
+    Tokenizer t = Tokenizer::from_vocab(*vocab);
+    const_cast<Tokenizer::Impl&>(t.impl()).name = path;
+    return t;
+  }
   const size_t first = head.find_first_not_of(" \t\r\n");
   if (first != std::string::npos && head[first] == '{') return load_json(p);
   if (p.extension() == ".model") return load_spm(p);

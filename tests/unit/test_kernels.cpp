@@ -35,12 +35,6 @@ class KernelTest : public ::testing::TestWithParam<Isa> {
   const KernelTable* ref = nullptr;
 };
 
-std::vector<uint16_t> to_half(const std::vector<float>& v, DType dt) {
-  std::vector<uint16_t> h(v.size());
-  for (size_t i = 0; i < v.size(); ++i) h[i] = dt == DType::F16 ? f32_to_f16(v[i]) : f32_to_bf16(v[i]);
-  return h;
-}
-
 TEST(Half, RoundTripsAndRoundsToNearestEven) {
   EXPECT_EQ(f32_to_f16(1.0f), 0x3c00);
   EXPECT_EQ(f32_to_f16(-2.0f), 0xc000);
