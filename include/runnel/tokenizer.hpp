@@ -135,7 +135,8 @@ class StreamDecoder {
 //   directory: tokenizer.json, else tokenizer.model, else vocab.json + merges.txt
 //              (else tokenizer.bin / tok*.bin);
 //   file: tokenizer.json (a JSON object), tokenizer.model (protobuf),
-//         llama2.c tokenizer.bin, vocab.json (merges.txt beside it).
+//         llama2.c tokenizer.bin, vocab.json (merges.txt beside it), or a GGUF
+//         file (its embedded tokenizer.ggml.* vocabulary).
 // tokenizer_config.json / generation_config.json / special_tokens_map.json
 // beside it set BOS/EOS/PAD, add_bos_token/add_eos_token and chat_template.
 Tokenizer load_tokenizer(const std::string& path);
