@@ -166,7 +166,7 @@ void BM_Prompt(benchmark::State& state, DType dt, bool dnnl) {
 }
 
 void register_all() {
-  for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
+  for (DType dt : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1}) {
     const std::string name = std::string("matvec/") + std::string(dtype_name(dt));
     auto* b = benchmark::RegisterBenchmark(name.c_str(), BM_Matvec, dt);
     // LLaMA-7B shapes [n, k]: wq/wo, w1/w3, w2; m = rows of x (1 = decode).

@@ -14,6 +14,9 @@ enum class DType : unsigned char {
   F16,
   BF16,
   I32,
+  Q8_0,  // blocks of 32: f16 scale, 32 int8
+  Q4_0,  // blocks of 32: f16 scale, 32 4-bit values offset by 8
+  Q4_1,  // blocks of 32: f16 scale, f16 minimum, 32 4-bit values
   kCount,  // not a dtype: the number of rows in the traits table
 };
 inline constexpr int kNumDTypes = static_cast<int>(DType::kCount);

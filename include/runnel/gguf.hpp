@@ -163,7 +163,7 @@ class File {
   std::vector<int64_t> get_ints(std::string_view key) const;         // array of integers
 
   // A view of `t`'s data as `Tensor` in row-major shape.  Throws for types
-  // with no runnel dtype ("quantized type Q4_1 (tensor ...) is not supported
+  // with no runnel dtype ("quantized type Q5_0 (tensor ...) is not supported
   // yet") and for files without a data section.
   Tensor tensor(const TensorInfo& t) const;
   const uint8_t* tensor_data(const TensorInfo& t) const;
@@ -195,8 +195,8 @@ ModelConfig model_config(const File& f);
 std::optional<Vocab> read_vocab(const File& f);
 
 // Opens a GGUF model: config, weights (views, named as the family's
-// descriptor names them) and the embedded vocabulary.  Quantized tensors are
-// refused with a message naming the type and the tensor.
+// descriptor names them) and the embedded vocabulary.  Quantized types with
+// no runnel dtype are refused with a message naming the type and the tensor.
 void load_checkpoint(const std::string& path, Checkpoint& ck);
 
 // ---------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 // Row conversions between f32 and the float weight dtypes.
 #include "cpu/kernels.hpp"
+#include "cpu/quant.hpp"
 #include "cpu/simd.hpp"
 
 namespace runnel::cpu::RUNNEL_ISA_NS {
@@ -53,6 +54,14 @@ void register_convert(KernelTable& t) {
   t.from_f32[int(DType::F16)] = f16_from;
   t.to_f32[int(DType::BF16)] = bf16_to;
   t.from_f32[int(DType::BF16)] = bf16_from;
+  // Quantized rows: the scalar reference conversions (widening for the
+  // prompt path; quantizing when files are written).
+  t.to_f32[int(DType::Q8_0)] = quant::dequant_q8_0;
+  t.from_f32[int(DType::Q8_0)] = quant::quant_q8_0;
+  t.to_f32[int(DType::Q4_0)] = quant::dequant_q4_0;
+  t.from_f32[int(DType::Q4_0)] = quant::quant_q4_0;
+  t.to_f32[int(DType::Q4_1)] = quant::dequant_q4_1;
+  t.from_f32[int(DType::Q4_1)] = quant::quant_q4_1;
 }
 
 }  // namespace runnel::cpu::RUNNEL_ISA_NS

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "cpu/half.hpp"
+#include "cpu/quant.hpp"
 #include "runnel/error.hpp"
 
 namespace runnel {
@@ -40,6 +41,12 @@ constexpr std::array<DTypeTraits, kNumDTypes> kTraits = {{
     {DType::F16, "f16", 1, 2, true, f16_to_float, f16_from_float, DType::F32},
     {DType::BF16, "bf16", 1, 2, true, bf16_to_float, bf16_from_float, DType::F32},
     {DType::I32, "i32", 1, 4, false, nullptr, nullptr, DType::I32},
+    // Quantized weights dot against f32 activations: the kernels widen each
+    // block in registers, which keeps the small-batch product memory-bound
+    // at 2 threads without an activation quantization error.
+    {DType::Q8_0, "q8_0", 32, 34, true, cpu::quant::dequant_q8_0, cpu::quant::quant_q8_0, DType::F32},
+    {DType::Q4_0, "q4_0", 32, 18, true, cpu::quant::dequant_q4_0, cpu::quant::quant_q4_0, DType::F32},
+    {DType::Q4_1, "q4_1", 32, 20, true, cpu::quant::dequant_q4_1, cpu::quant::quant_q4_1, DType::F32},
 }};
 
 static_assert([] {

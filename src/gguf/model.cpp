@@ -377,13 +377,16 @@ void load_checkpoint(const std::string& path, Checkpoint& ck) {
       f.fail(fmt::format("tensor \"{}\" ({}) has no place in a {} model", t.name,
                          model::slot_name(slot), ck.config.family),
              t.info_offset);
-    Tensor view = f.tensor(t);  // throws for quantized types
+    Tensor view = f.tensor(t);  // throws for types with no runnel dtype
     if (!traits(view.dtype()).is_float)
-      f.fail(fmt::format("tensor \"{}\": type {} is not a weight type (F32, F16, BF16)", t.name,
-                         t.type->name),
+      f.fail(fmt::format("tensor \"{}\": type {} is not a weight type (F32, F16, BF16, "
+                         "Q8_0, Q4_0, Q4_1)",
+                         t.name, t.type->name),
              t.info_offset);
     const std::string source = fmt::format("{} (GGUF tensor \"{}\")", path, t.name);
-    const size_t elem = size_t(traits(view.dtype()).type_size);
+    // Plain types need their element alignment; quantized blocks their f16 fields'.
+    const DTypeTraits& vt = traits(view.dtype());
+    const size_t elem = vt.block_size > 1 ? 2 : size_t(vt.type_size);
     if (reinterpret_cast<uintptr_t>(view.data()) % elem != 0) {
       // Only a file written with general.alignment below the element size gets here.
       auto copy = std::make_shared<HostBuffer>(size_t(t.nbytes));

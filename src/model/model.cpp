@@ -270,8 +270,8 @@ void Model::Impl::bind(std::optional<DType> dtype) {
     throw Error(fmt::format("{}: missing tensor \"{}\" (the token embeddings)", path, tok_name));
   fdtype = tok->tensor.dtype();
   wdtype = dtype.value_or(fdtype);
-  if (wdtype != DType::F32 && wdtype != DType::F16 && wdtype != DType::BF16)
-    throw Error("compute dtype must be f32, f16 or bf16");
+  if (!traits(wdtype).is_float)
+    throw Error("compute dtype must be f32, f16, bf16 or a quantized weight type");
 
   std::set<std::string> used;
   auto bind_one = [&](const Need& need, int64_t layer) -> Tensor {
@@ -295,10 +295,16 @@ void Model::Impl::bind(std::optional<DType> dtype) {
     if (!shape_ok)
       throw Error(fmt::format("{}: tensor \"{}\" has shape {} but {} implies {}", e->source, found,
                               t.shape_str(), cfg.source, shape_list(need.shape)));
-    if (t.dtype() != DType::F32 && t.dtype() != DType::F16 && t.dtype() != DType::BF16)
-      throw Error(fmt::format("{}: tensor \"{}\": dtype {} is not supported (f32, f16, bf16)",
+    if (!traits(t.dtype()).is_float)
+      throw Error(fmt::format("{}: tensor \"{}\": dtype {} is not supported (f32, f16, bf16, "
+                              "q8_0, q4_0, q4_1)",
                               e->source, found, dtype_name(t.dtype())));
-    const DType want = need.role == Role::Matrix ? wdtype : DType::F32;
+    DType want = need.role == Role::Matrix ? wdtype : DType::F32;
+    // Quantized files mix types (some matrices stay f16 or f32): unless a
+    // compute dtype is asked for, each matrix keeps the type it is stored in.
+    if (need.role == Role::Matrix && !dtype &&
+        (traits(t.dtype()).block_size > 1 || traits(wdtype).block_size > 1))
+      want = t.dtype();
     if (t.dtype() == want) return t;
     if (need.role == Role::Matrix) mapped = false;
     size_t bytes = row_bytes(want, t.numel());
