@@ -30,6 +30,17 @@ struct LoadOptions {
   int threads = 0;  // 0: every hardware thread this process may use
   // Directory for named intermediate outputs (.npy); empty: $RUNNEL_DUMP if set.
   std::string dump_dir;
+  // Called while weights are bound and converted with the fraction done, in
+  // [0, 1], ending with 1 (for a progress bar).
+  std::function<void(double)> progress;
+};
+
+// Random weights for a configuration (benchmarks at real sizes without a download).
+struct RandomOptions {
+  DType dtype = DType::F16;  // matrix weights; quantized types are quantized from f32 draws
+  uint64_t seed = 0;
+  int threads = 0;  // 0: every hardware thread
+  std::function<void(double)> progress;
 };
 
 enum class Logits : unsigned char {
@@ -81,6 +92,12 @@ class Model {
  public:
   // Opens `path` (see open_checkpoint), binds and checks every weight.
   static std::unique_ptr<Model> load(const std::string& path, const LoadOptions& options = {});
+  // A model of `config` (validated) with weights drawn uniformly with standard
+  // deviation 0.02 (norm weights 1, biases 0), held in memory.  No tokenizer.
+  // Deterministic for a seed, whatever the thread count.
+  static std::unique_ptr<Model> random(const ModelConfig& config, const RandomOptions& options = {});
+  // Bytes of memory the weights of `config` take in `dtype` (norms f32).
+  static int64_t weight_bytes(const ModelConfig& config, DType dtype);
   ~Model();
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
@@ -101,6 +118,22 @@ class Model {
   // receives [vocab] (Last) or [ids.size(), vocab] (All) floats.
   void forward(KvCache& cache, std::span<const int32_t> ids, int64_t pos0, Logits which,
                std::vector<float>& logits);
+
+  // One sequence's part of a batched forward pass.
+  struct BatchItem {
+    KvCache* cache = nullptr;
+    std::span<const int32_t> ids;
+    int64_t pos0 = 0;
+    Logits which = Logits::Last;
+    std::vector<float>* logits = nullptr;  // [vocab] or [ids.size(), vocab]; null: none
+    // Final hidden states of the same rows (after the final norm and OPT's
+    // project_out, as transformers' last_hidden_state): [embed_dim] or [n, embed_dim].
+    std::vector<float>* hidden = nullptr;
+  };
+  // Runs every item in one pass: the matrix products see all items' tokens
+  // together (weights are read once), attention reads each item's own cache.
+  // The results equal separate forward() calls up to floating-point rounding.
+  void forward(std::span<const BatchItem> items);
 
   // Writes named intermediates ("inp_embd", "attn_norm-3", "l_out-3",
   // "result_norm", "result_output", ...) as <dir>/<call>-<name>.npy; "" stops.

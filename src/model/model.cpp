@@ -219,11 +219,10 @@ struct Model::Impl {
 
   const WeightStore::Entry* lookup(const std::string& name, std::string* found) const;
   bool ignorable(const std::string& name) const;
-  void bind(std::optional<DType> dtype);
+  void bind(std::optional<DType> dtype, const std::function<void(double)>& progress = {});
   void norm(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& y);
   void dump(const Tensor& t, const std::string& name, int64_t layer = -1);
-  void forward(KvCache& cache, std::span<const int32_t> ids, int64_t pos0, Logits which,
-               std::vector<float>& logits);
+  void forward(std::span<const Model::BatchItem> items);
 };
 
 const WeightStore::Entry* Model::Impl::lookup(const std::string& name, std::string* found) const {
@@ -262,7 +261,7 @@ bool Model::Impl::ignorable(const std::string& name) const {
   return false;
 }
 
-void Model::Impl::bind(std::optional<DType> dtype) {
+void Model::Impl::bind(std::optional<DType> dtype, const std::function<void(double)>& progress) {
   const std::string tok_name = model::tensor_name(*arch, Slot::TokenEmbedding, 0);
   std::string found;
   const WeightStore::Entry* tok = lookup(tok_name, &found);
@@ -319,8 +318,10 @@ void Model::Impl::bind(std::optional<DType> dtype) {
   if (cfg.lm_head == LmHead::Tied) global[size_t(Slot::LmHead)] = G(Slot::TokenEmbedding);
   const std::vector<Need> per_layer = layer_needs(cfg);
   layers.resize(size_t(cfg.n_layers));
-  for (int64_t l = 0; l < cfg.n_layers; ++l)
+  for (int64_t l = 0; l < cfg.n_layers; ++l) {
     for (const Need& need : per_layer) layers[size_t(l)][size_t(need.slot)] = bind_one(need, l);
+    if (progress) progress(double(l + 1) / double(cfg.n_layers + 1));
+  }
 
   std::vector<std::string> extra;
   for (const auto& [name, e] : store.entries())
@@ -337,6 +338,7 @@ void Model::Impl::bind(std::optional<DType> dtype) {
                     "checkpoint does not match {}",
                     store.find(extra[0])->source, extra[0], cfg.family, more, cfg.source));
   }
+  if (progress) progress(1.0);
 }
 
 void Model::Impl::norm(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& y) {
@@ -354,31 +356,43 @@ void Model::Impl::dump(const Tensor& t, const std::string& name, int64_t layer) 
   write_npy(file, t);
 }
 
-void Model::Impl::forward(KvCache& cache, std::span<const int32_t> ids, int64_t pos0, Logits which,
-                          std::vector<float>& logits) {
+void Model::Impl::forward(std::span<const Model::BatchItem> items) {
   const ModelConfig& c = cfg;
   Context& cx = *ctx;
-  const int64_t n = int64_t(ids.size());
-  if (n == 0) throw Error("forward: no tokens");
-  if (pos0 < 0 || pos0 + n > int64_t(INT32_MAX)) throw Error("forward: position out of range");
-  for (int32_t id : ids)
-    if (id < 0 || id >= c.vocab_size)
-      throw Error(fmt::format("token id {} is outside the vocabulary (size {})", id, c.vocab_size));
-  if (c.position == PositionKind::Learned && pos0 + n > c.max_positions)
-    throw Error(fmt::format("a sequence of {} tokens exceeds max_position_embeddings = {}",
-                            pos0 + n, c.max_positions));
-  cache.reserve(pos0 + n);
+  if (items.empty()) throw Error("forward: no sequences");
+  // Validate every item before touching any cache.
+  int64_t n = 0, R = 0;
+  for (size_t b = 0; b < items.size(); ++b) {
+    const Model::BatchItem& it = items[b];
+    const int64_t ni = int64_t(it.ids.size());
+    if (!it.cache) throw Error(fmt::format("forward: batch item {} has no KV cache", b));
+    if (ni == 0) throw Error("forward: no tokens");
+    if (it.pos0 < 0 || it.pos0 + ni > int64_t(INT32_MAX))
+      throw Error("forward: position out of range");
+    for (int32_t id : it.ids)
+      if (id < 0 || id >= c.vocab_size)
+        throw Error(
+            fmt::format("token id {} is outside the vocabulary (size {})", id, c.vocab_size));
+    if (c.position == PositionKind::Learned && it.pos0 + ni > c.max_positions)
+      throw Error(fmt::format("a sequence of {} tokens exceeds max_position_embeddings = {}",
+                              it.pos0 + ni, c.max_positions));
+    for (size_t o = 0; o < b; ++o)
+      if (items[o].cache == it.cache)
+        throw Error("forward: two batch items share one KV cache");
+    n += ni;
+    if (it.logits || it.hidden) R += it.which == Logits::All ? ni : 1;
+  }
+  for (const Model::BatchItem& it : items) it.cache->reserve(it.pos0 + int64_t(it.ids.size()));
 
   const int64_t H = c.hidden_size, E = c.embed_dim, QD = c.n_heads * c.head_dim;
   const int64_t KD = c.n_kv_heads * c.head_dim, F = c.ffn_dim, V = c.vocab_size;
-  const int64_t R = which == Logits::All ? n : 1;  // rows that reach the head
 
   // Workspace: one arena, carved into named buffers.
   struct Part {
     float** ptr;
     int64_t floats;
   };
-  float *x, *t, *a, *emb, *en, *q, *k, *v, *att, *qkv, *u, *g, *pe, *hn, *he;
+  float *x, *t, *a, *emb, *en, *q, *k, *v, *att, *qkv, *u, *g, *pe, *hx, *hn, *he, *lg;
   const Part parts[] = {
       {&x, n * H},
       {&t, n * H},
@@ -393,8 +407,10 @@ void Model::Impl::forward(KvCache& cache, std::span<const int32_t> ids, int64_t 
       {&u, n * F},
       {&g, c.mlp == MlpKind::Gated ? n * F : 0},
       {&pe, c.position == PositionKind::Learned ? n * H : 0},
+      {&hx, R * H},
       {&hn, R * H},
       {&he, R * E},
+      {&lg, R * V},
   };
   size_t total = 0;
   for (const Part& p : parts) total += (size_t(p.floats) + 15) / 16 * 16;
@@ -409,8 +425,17 @@ void Model::Impl::forward(KvCache& cache, std::span<const int32_t> ids, int64_t 
       base += (size_t(p.floats) + 15) / 16 * 16;
     }
   }
-  std::vector<int32_t> positions(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) positions[size_t(i)] = int32_t(pos0 + i);
+  // Token rows of every item, one after another.
+  std::vector<int32_t> ids(static_cast<size_t>(n)), positions(static_cast<size_t>(n));
+  std::vector<int64_t> offset(items.size() + 1, 0);
+  for (size_t b = 0; b < items.size(); ++b) {
+    const int64_t ni = int64_t(items[b].ids.size());
+    for (int64_t i = 0; i < ni; ++i) {
+      ids[size_t(offset[b] + i)] = items[b].ids[size_t(i)];
+      positions[size_t(offset[b] + i)] = int32_t(items[b].pos0 + i);
+    }
+    offset[b + 1] = offset[b] + ni;
+  }
 
   const Tensor X = view2(x, n, H), T = view2(t, n, H), A = view2(a, n, H);
 
@@ -437,8 +462,17 @@ void Model::Impl::forward(KvCache& cache, std::span<const int32_t> ids, int64_t 
   }
   dump(X, "inp_embd");
 
-  std::vector<float> inv_freq;
-  if (c.position == PositionKind::Rope) inv_freq = ops::rope_inv_freq(c.rope, pos0 + n);
+  // RoPE frequencies per item: dynamic scaling depends on the sequence length.
+  std::vector<std::vector<float>> inv_freq(items.size());
+  if (c.position == PositionKind::Rope) {
+    for (size_t b = 0; b < items.size(); ++b) {
+      const int64_t len = items[b].pos0 + int64_t(items[b].ids.size());
+      if (b > 0 && c.rope.scaling != RopeScaling::Dynamic)
+        inv_freq[b] = inv_freq[0];
+      else
+        inv_freq[b] = ops::rope_inv_freq(c.rope, len);
+    }
+  }
   const std::span<const float> slopes(alibi);
 
   for (int64_t l = 0; l < c.n_layers; ++l) {
@@ -478,13 +512,20 @@ void Model::Impl::forward(KvCache& cache, std::span<const int32_t> ids, int64_t 
           std::memcpy(v + (i * c.n_heads + h) * hd, src + 2 * hd, bytes);
         }
     }
-    if (c.position == PositionKind::Rope) {
-      ops::rope(cx, Q3, positions, inv_freq, c.rope_style);
-      ops::rope(cx, K3, positions, inv_freq, c.rope_style);
-    }
-    cache.store(cx, l, pos0, K3, V3);
     const Tensor ATT3 = view3(att, n, c.n_heads, c.head_dim);
-    ops::attention(cx, Q3, cache.view(l), pos0, c.attn_scale, slopes, ATT3);
+    for (size_t b = 0; b < items.size(); ++b) {
+      const Model::BatchItem& it = items[b];
+      const int64_t o0 = offset[b], o1 = offset[b + 1];
+      const Tensor Qb = Q3.slice(0, o0, o1), Kb = K3.slice(0, o0, o1);
+      if (c.position == PositionKind::Rope) {
+        const std::span<const int32_t> pos(positions.data() + o0, size_t(o1 - o0));
+        ops::rope(cx, Qb, pos, inv_freq[b], c.rope_style);
+        ops::rope(cx, Kb, pos, inv_freq[b], c.rope_style);
+      }
+      it.cache->store(cx, l, it.pos0, Kb, V3.slice(0, o0, o1));
+      ops::attention(cx, Qb, it.cache->view(l), it.pos0, c.attn_scale, slopes,
+                     ATT3.slice(0, o0, o1));
+    }
     ops::matmul(cx, view2(att, n, QD), W(l, Slot::OutWeight), opt(W(l, Slot::OutBias)), A);
     dump(A, "attn_out", l);
     if (c.norm_placement == NormPlacement::Pre) {
@@ -520,23 +561,50 @@ void Model::Impl::forward(KvCache& cache, std::span<const int32_t> ids, int64_t 
     dump(X, "l_out", l);
   }
 
-  // Head: only the rows whose logits are wanted.
-  const Tensor XR = X.slice(0, n - R, n);
-  Tensor HR = XR;
-  if (c.final_norm == FinalNorm::Present) {
-    HR = view2(hn, R, H);
-    norm(XR, G(Slot::FinalNormWeight), G(Slot::FinalNormBias), HR);
+  // Head: only the rows whose logits or hidden states are wanted, gathered.
+  if (R > 0) {
+    int64_t r = 0;
+    for (size_t b = 0; b < items.size(); ++b) {
+      const Model::BatchItem& it = items[b];
+      if (!it.logits && !it.hidden) continue;
+      const int64_t first = it.which == Logits::All ? offset[b] : offset[b + 1] - 1;
+      const int64_t rows = offset[b + 1] - first;
+      std::memcpy(hx + r * H, x + first * H, size_t(rows * H) * sizeof(float));
+      r += rows;
+    }
+    Tensor HR = view2(hx, R, H);
+    if (c.final_norm == FinalNorm::Present) {
+      const Tensor HN = view2(hn, R, H);
+      norm(HR, G(Slot::FinalNormWeight), G(Slot::FinalNormBias), HN);
+      HR = HN;
+    }
+    if (c.projection == EmbeddingProjection::InOut) {
+      const Tensor P = view2(he, R, E);
+      ops::matmul(cx, HR, G(Slot::ProjectOut), nullptr, P);
+      HR = P;
+    }
+    dump(HR, "result_norm");
+    // Rows of items that want logits only are needed by the head; running the
+    // head over every gathered row keeps this simple (hidden-only rows are rare).
+    const Tensor L = view2(lg, R, V);
+    bool any_logits = false;
+    for (const Model::BatchItem& it : items) any_logits = any_logits || it.logits;
+    if (any_logits) {
+      ops::matmul(cx, HR, G(Slot::LmHead), nullptr, L);
+      dump(L, "result_output");
+    }
+    r = 0;
+    for (const Model::BatchItem& it : items) {
+      if (!it.logits && !it.hidden) continue;
+      const int64_t rows = it.which == Logits::All ? int64_t(it.ids.size()) : 1;
+      if (it.logits) it.logits->assign(lg + r * V, lg + (r + rows) * V);
+      if (it.hidden) {
+        const float* src = static_cast<const float*>(HR.row(r));
+        it.hidden->assign(src, src + rows * E);
+      }
+      r += rows;
+    }
   }
-  if (c.projection == EmbeddingProjection::InOut) {
-    const Tensor P = view2(he, R, E);
-    ops::matmul(cx, HR, G(Slot::ProjectOut), nullptr, P);
-    HR = P;
-  }
-  dump(HR, "result_norm");
-  logits.resize(size_t(R * V));
-  const Tensor L = view2(logits.data(), R, V);
-  ops::matmul(cx, HR, G(Slot::LmHead), nullptr, L);
-  dump(L, "result_output");
   ++calls;
 }
 
@@ -554,7 +622,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   if (!impl->arch) throw Error(path + ": no descriptor for family " + impl->cfg.family);
   const int threads = options.threads > 0 ? options.threads : ThreadPool::hardware_threads();
   impl->ctx = std::make_unique<Context>(threads);
-  impl->bind(options.dtype);
+  impl->bind(options.dtype, options.progress);
   if (impl->cfg.position == PositionKind::Alibi) impl->alibi = ops::alibi_slopes(impl->cfg.n_heads);
   const std::string tok_path =
       !options.tokenizer_path.empty() ? options.tokenizer_path : ck.tokenizer_path;
@@ -568,6 +636,120 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
     impl->dump_dir = env;
   }
   if (!impl->dump_dir.empty()) std::filesystem::create_directories(impl->dump_dir);
+  return std::unique_ptr<Model>(new Model(std::move(impl)));
+}
+
+namespace {
+
+// splitmix64: a stateless hash, so each row's values depend only on the seed
+// and the row, not on the thread that draws them.
+uint64_t mix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+int64_t need_bytes(const Need& need, DType matrix) {
+  int64_t n = 1;
+  for (int64_t d : need.shape) n *= d;
+  return int64_t(row_bytes(need.role == Role::Matrix ? matrix : DType::F32, n));
+}
+
+}  // namespace
+
+int64_t Model::weight_bytes(const ModelConfig& config, DType dtype) {
+  config.validate();
+  int64_t total = 0;
+  for (const Need& need : model_needs(config)) total += need_bytes(need, dtype);
+  int64_t layer = 0;
+  for (const Need& need : layer_needs(config)) layer += need_bytes(need, dtype);
+  return total + layer * config.n_layers;
+}
+
+std::unique_ptr<Model> Model::random(const ModelConfig& config, const RandomOptions& options) {
+  config.validate();
+  const DTypeTraits& wt = traits(options.dtype);
+  if (!wt.is_float || !wt.from_float)
+    throw Error("random weights: dtype " + std::string(wt.name) + " cannot hold weights");
+  auto impl = std::make_unique<Impl>();
+  impl->path = "random:" + (config.source.empty() ? config.family : config.source);
+  impl->format = "random";
+  impl->cfg = config;
+  impl->arch = model::find_arch(config.family);
+  if (!impl->arch) throw Error("random weights: no descriptor for family " + config.family);
+  const int threads = options.threads > 0 ? options.threads : ThreadPool::hardware_threads();
+  impl->ctx = std::make_unique<Context>(threads);
+
+  // Every tensor the configuration needs, under the descriptor's names.
+  struct Job {
+    std::string name;
+    Need need;
+  };
+  std::vector<Job> jobs;
+  for (const Need& need : model_needs(config))
+    if (!(need.slot == Slot::LmHead && config.lm_head == LmHead::Tied))
+      jobs.push_back({model::tensor_name(*impl->arch, need.slot, -1), need});
+  const std::vector<Need> per_layer = layer_needs(config);
+  for (int64_t l = 0; l < config.n_layers; ++l)
+    for (const Need& need : per_layer)
+      jobs.push_back({model::tensor_name(*impl->arch, need.slot, l), need});
+  int64_t total_bytes = 0, done_bytes = 0;
+  for (const Job& j : jobs) total_bytes += need_bytes(j.need, options.dtype);
+
+  for (size_t ji = 0; ji < jobs.size(); ++ji) {
+    const Job& j = jobs[ji];
+    if (j.name.empty())
+      throw Error("random weights: the " + config.family + " descriptor names no tensor for " +
+                  std::string(model::slot_name(j.need.slot)));
+    const DType dt = j.need.role == Role::Matrix ? options.dtype : DType::F32;
+    const int64_t cols = j.need.shape.back();
+    int64_t rows = 1;
+    for (size_t d = 0; d + 1 < j.need.shape.size(); ++d) rows *= j.need.shape[d];
+    if (cols % traits(dt).block_size != 0)
+      throw Error(fmt::format("random weights: tensor \"{}\" has rows of {} values, not a "
+                              "multiple of {}'s block of {}",
+                              j.name, cols, traits(dt).name, traits(dt).block_size));
+    const size_t rb = row_bytes(dt, cols);
+    auto buf = std::make_shared<HostBuffer>(rb * size_t(rows));
+    auto* base = static_cast<uint8_t*>(buf->data());
+    const Slot sl = j.need.slot;
+    const bool is_norm_weight = sl == Slot::EmbeddingNormWeight || sl == Slot::FinalNormWeight ||
+                                sl == Slot::AttnNormWeight || sl == Slot::FfnNormWeight;
+    const bool is_bias = j.need.role == Role::Vector && !is_norm_weight &&
+                         sl != Slot::PositionEmbedding;
+    const uint64_t tensor_seed = mix64(options.seed ^ mix64(uint64_t(ji) + 1));
+    // Uniform on [-a, a] with standard deviation 0.02.
+    const float a = 0.02f * std::sqrt(3.0f);
+    impl->ctx->pool.parallel_for(rows, 1, [&](int64_t r0, int64_t r1) {
+      std::vector<float> tmp(static_cast<size_t>(cols));
+      for (int64_t r = r0; r < r1; ++r) {
+        if (is_norm_weight || is_bias) {
+          std::fill(tmp.begin(), tmp.end(), is_norm_weight ? 1.0f : 0.0f);
+        } else {
+          uint64_t st = mix64(tensor_seed + uint64_t(r));
+          for (int64_t i = 0; i < cols; ++i) {
+            st ^= st << 13;
+            st ^= st >> 7;
+            st ^= st << 17;
+            const float u = float(st >> 40) * (1.0f / 16777216.0f);  // [0, 1)
+            tmp[size_t(i)] = (2.0f * u - 1.0f) * a;
+          }
+        }
+        traits(dt).from_float(tmp.data(), base + rb * size_t(r), cols);
+      }
+    });
+    impl->store.add(j.name,
+                    Tensor::view(buf->data(), dt, j.need.shape.data(), int(j.need.shape.size())),
+                    impl->path);
+    impl->store.keep_alive(buf);
+    done_bytes += need_bytes(j.need, options.dtype);
+    if (options.progress) options.progress(0.99 * double(done_bytes) / double(total_bytes));
+  }
+  impl->bind(options.dtype);
+  impl->mapped = false;
+  if (impl->cfg.position == PositionKind::Alibi) impl->alibi = ops::alibi_slopes(impl->cfg.n_heads);
+  if (options.progress) options.progress(1.0);
   return std::unique_ptr<Model>(new Model(std::move(impl)));
 }
 
@@ -589,8 +771,16 @@ std::unique_ptr<KvCache> Model::new_cache(DType kv_dtype) const {
 
 void Model::forward(KvCache& cache, std::span<const int32_t> ids, int64_t pos0, Logits which,
                     std::vector<float>& logits) {
-  impl_->forward(cache, ids, pos0, which, logits);
+  BatchItem item;
+  item.cache = &cache;
+  item.ids = ids;
+  item.pos0 = pos0;
+  item.which = which;
+  item.logits = &logits;
+  impl_->forward(std::span<const BatchItem>(&item, 1));
 }
+
+void Model::forward(std::span<const BatchItem> items) { impl_->forward(items); }
 
 void Model::set_dump_dir(const std::string& dir) {
   impl_->dump_dir = dir;

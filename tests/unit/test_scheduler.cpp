@@ -1,0 +1,373 @@
+// The batched forward pass and the scheduler: results must equal running each
+// sequence alone, whatever joins, leaves, is chunked, forked or preempted.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <map>
+#include <random>
+#include <set>
+
+#include "runnel/config.hpp"
+#include "runnel/kv_cache.hpp"
+#include "runnel/model.hpp"
+#include "runnel/scheduler.hpp"
+#include "test_util.hpp"
+
+namespace runnel {
+namespace {
+
+namespace fs = std::filesystem;
+
+// The batched pass mixes rows of several sequences in one product, so the
+// matmul path (small-batch kernel or blocked) can differ from the solo run.
+constexpr double kTol = 2e-5;
+
+std::unique_ptr<Model> load(const std::string& variant) {
+  LoadOptions o;
+  o.threads = 2;
+  return Model::load((fs::path(RUNNEL_TEST_DATA_DIR) / "models" / variant).string(), o);
+}
+
+std::vector<int32_t> tokens(size_t n, uint32_t seed, int32_t vocab) {
+  std::mt19937 rng(seed);
+  std::vector<int32_t> t(n);
+  for (auto& x : t) x = int32_t(rng() % uint32_t(vocab));
+  return t;
+}
+
+struct Solo {
+  std::vector<int32_t> tokens;
+  std::vector<float> logits;  // [tokens.size(), vocab]
+};
+
+// Greedy generation of one sequence alone, through Sequence.
+Solo solo_greedy(Model& m, const std::vector<int32_t>& prompt, int n) {
+  Sequence seq(m);
+  Solo out;
+  std::vector<float> logits = seq.prefill(prompt);
+  for (int i = 0; i < n; ++i) {
+    out.logits.insert(out.logits.end(), logits.begin(), logits.end());
+    const int32_t t = argmax(logits);
+    out.tokens.push_back(t);
+    if (i + 1 < n) logits = seq.decode(t);
+  }
+  return out;
+}
+
+RequestOptions greedy(int n) {
+  RequestOptions o;
+  o.sampling.temperature = 0.0f;
+  o.stop.max_tokens = n;
+  o.stop_at_eos = false;
+  o.keep_logits = true;
+  o.text = false;
+  return o;
+}
+
+class Batched : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(Batched, ForwardOfManyItemsEqualsSeparateForwards) {
+  auto m = load(GetParam());
+  const int32_t V = int32_t(m->config().vocab_size);
+  const std::vector<std::vector<int32_t>> ids = {tokens(5, 1, V), tokens(1, 2, V),
+                                                 tokens(19, 3, V)};
+  // Separate: each sequence from position 0, all logits and hidden states.
+  std::vector<std::vector<float>> want_l(ids.size()), want_h(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    auto c = m->new_cache();
+    Model::BatchItem it;
+    it.cache = c.get();
+    it.ids = ids[i];
+    it.which = Logits::All;
+    it.logits = &want_l[i];
+    it.hidden = &want_h[i];
+    m->forward(std::span<const Model::BatchItem>(&it, 1));
+    ASSERT_EQ(want_h[i].size(), ids[i].size() * size_t(m->config().embed_dim));
+  }
+  // Together, with a mix of All, Last and nothing wanted.
+  std::vector<std::unique_ptr<KvCache>> caches;
+  std::vector<std::vector<float>> got_l(ids.size()), got_h(ids.size());
+  std::vector<Model::BatchItem> items(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    caches.push_back(m->new_cache());
+    items[i].cache = caches.back().get();
+    items[i].ids = ids[i];
+    items[i].which = i == 0 ? Logits::All : Logits::Last;
+    items[i].logits = &got_l[i];
+    items[i].hidden = i == 1 ? nullptr : &got_h[i];
+  }
+  m->forward(items);
+  const size_t Vs = size_t(V), E = size_t(m->config().embed_dim);
+  EXPECT_LT(test::norm_err(got_l[0], want_l[0]), kTol);
+  EXPECT_LT(test::norm_err(got_h[0], want_h[0]), kTol);
+  for (size_t i = 1; i < ids.size(); ++i) {
+    ASSERT_EQ(got_l[i].size(), Vs);
+    const std::vector<float> last(want_l[i].end() - ptrdiff_t(Vs), want_l[i].end());
+    EXPECT_LT(test::norm_err(got_l[i], last), kTol) << "item " << i;
+  }
+  EXPECT_TRUE(got_h[1].empty());
+  const std::vector<float> last_h(want_h[2].end() - ptrdiff_t(E), want_h[2].end());
+  EXPECT_LT(test::norm_err(got_h[2], last_h), kTol);
+}
+
+TEST_P(Batched, SchedulerEqualsEachSequenceAlone) {
+  auto m = load(GetParam());
+  const int32_t V = int32_t(m->config().vocab_size);
+  const int n_new = 10;
+  const std::vector<size_t> lengths = {3, 17, 40, 1, 9, 26};
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<Solo> want;
+  for (size_t i = 0; i < lengths.size(); ++i) {
+    prompts.push_back(tokens(lengths[i], 100 + uint32_t(i), V));
+    want.push_back(solo_greedy(*m, prompts.back(), n_new));
+  }
+  SchedulerOptions so;
+  so.max_batch_tokens = 8;  // prompts of 17, 26 and 40 tokens are chunked
+  // Dynamic NTK scaling rotates each pass's keys with frequencies of the
+  // length reached in that pass (as transformers does), so results depend on
+  // how a prompt is split: compare it without chunking, and with a pool large
+  // enough that nothing is preempted and recomputed (its 16-token trained
+  // context would give a default pool of 4 blocks).
+  if (m->config().rope.scaling == RopeScaling::Dynamic) {
+    so.max_batch_tokens = 4096;
+    so.kv_cache_mb = 16;
+  }
+  so.max_sequences = 4;     // the last two wait for a free slot
+  Scheduler s(*m, so);
+  std::vector<RequestId> ids;
+  // Two join first; the others join while those run.
+  for (size_t i = 0; i < 2; ++i) ids.push_back(s.submit(prompts[i], greedy(n_new)));
+  for (int k = 0; k < 3; ++k) ASSERT_TRUE(s.step());
+  for (size_t i = 2; i < prompts.size(); ++i) {
+    ids.push_back(s.submit(prompts[i], greedy(n_new)));
+    s.step();
+  }
+  s.run();
+  EXPECT_EQ(s.n_pending(), 0u);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const RequestResult r = s.take(ids[i]);
+    ASSERT_EQ(r.samples.size(), 1u);
+    const Completion& c = r.samples[0];
+    EXPECT_EQ(c.finish, FinishReason::MaxTokens);
+    EXPECT_EQ(c.tokens, want[i].tokens) << "prompt " << i;
+    EXPECT_LT(test::norm_err(c.logits, want[i].logits), kTol) << "prompt " << i;
+    EXPECT_EQ(r.prompt_tokens, int64_t(prompts[i].size()));
+  }
+  EXPECT_EQ(s.cache().free_blocks(), s.cache().n_blocks());
+  s.cache().check_consistency();
+  const Scheduler::Stats st = s.stats();
+  EXPECT_EQ(st.generated_tokens, int64_t(prompts.size()) * n_new);
+  EXPECT_GT(st.forward_s, 0.0);
+  EXPECT_GE(st.total_s, st.forward_s);
+}
+
+TEST_P(Batched, PreemptionUnderATinyCacheKeepsResults) {
+  auto m = load(GetParam());
+  if (m->config().rope.scaling == RopeScaling::Dynamic)
+    GTEST_SKIP() << "dynamic NTK scaling depends on how tokens are split into passes, and a "
+                    "preempted sequence recomputes its tokens in one pass";
+  const int32_t V = int32_t(m->config().vocab_size);
+  const int n_new = 24;
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<Solo> want;
+  for (uint32_t i = 0; i < 5; ++i) {
+    prompts.push_back(tokens(12 + 5 * i, 200 + i, V));
+    want.push_back(solo_greedy(*m, prompts.back(), n_new));
+  }
+  SchedulerOptions so;
+  so.block_size = 4;
+  so.ctx_size = 96;  // 24 blocks: the five sequences need up to 17 blocks each
+  so.max_batch_tokens = 16;
+  Scheduler s(*m, so);
+  std::vector<RequestId> ids;
+  for (const auto& p : prompts) ids.push_back(s.submit(p, greedy(n_new)));
+  s.run();
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const RequestResult r = s.take(ids[i]);
+    const Completion& c = r.samples[0];
+    EXPECT_EQ(c.finish, FinishReason::MaxTokens) << c.error;
+    EXPECT_EQ(c.tokens, want[i].tokens) << "prompt " << i;
+    EXPECT_LT(test::norm_err(c.logits, want[i].logits), kTol) << "prompt " << i;
+  }
+  EXPECT_EQ(s.cache().free_blocks(), s.cache().n_blocks());
+  s.cache().check_consistency();
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, Batched,
+                         ::testing::Values("llama-gqa-tied-llama3", "llama-dynamic-headdim",
+                                           "bloom-6heads", "opt-350m-style"),
+                         [](const auto& info) {
+                           std::string s = info.param;
+                           std::replace(s.begin(), s.end(), '-', '_');
+                           return s;
+                         });
+
+TEST(Scheduler, ForkedSamplesEqualSeparateRequests) {
+  auto m = load("llama-mha");
+  const int32_t V = int32_t(m->config().vocab_size);
+  const std::vector<int32_t> prompt = tokens(21, 7, V);
+  RequestOptions o;
+  o.sampling.temperature = 1.5f;
+  o.sampling.top_k = 0;
+  o.sampling.top_p = 1.0f;
+  o.sampling.min_p = 0.0f;
+  o.sampling.seed = 42;
+  o.stop.max_tokens = 12;
+  o.stop_at_eos = false;
+  o.text = false;
+  o.n_samples = 3;
+  SchedulerOptions so;
+  so.block_size = 8;  // the prompt ends inside a shared block: copy-on-write
+  Scheduler s(*m, so);
+  const RequestId forked = s.submit(prompt, o);
+  std::vector<RequestId> alone;
+  for (int k = 0; k < 3; ++k) {
+    RequestOptions one = o;
+    one.n_samples = 1;
+    one.sampling.seed = o.sampling.seed + uint64_t(k);
+    alone.push_back(s.submit(prompt, one));
+  }
+  s.run();
+  const RequestResult f = s.take(forked);
+  ASSERT_EQ(f.samples.size(), 3u);
+  std::set<std::vector<int32_t>> distinct;
+  for (int k = 0; k < 3; ++k) {
+    const RequestResult a = s.take(alone[size_t(k)]);
+    EXPECT_EQ(f.samples[size_t(k)].tokens, a.samples[0].tokens) << "sample " << k;
+    EXPECT_EQ(f.samples[size_t(k)].tokens.size(), 12u);
+    distinct.insert(f.samples[size_t(k)].tokens);
+  }
+  EXPECT_GT(distinct.size(), 1u) << "different seeds should give different samples";
+  EXPECT_EQ(s.cache().free_blocks(), s.cache().n_blocks());
+}
+
+TEST(Scheduler, CancelStreamingAndPerSequenceErrors) {
+  auto m = load("llama-mha");
+  const int32_t V = int32_t(m->config().vocab_size);
+  SchedulerOptions so;
+  so.ctx_size = 64;     // the context: 64 tokens per sequence
+  so.kv_cache_mb = 1;   // the pool: room for all of them
+  Scheduler s(*m, so);
+
+  // A prompt longer than the context is refused at once.
+  EXPECT_THROW(s.submit(tokens(65, 1, V), greedy(4)), Error);
+  EXPECT_THROW(s.submit({}, greedy(4)), Error);
+  EXPECT_THROW(s.submit({V}, greedy(4)), Error);
+
+  // Streaming: events arrive in order; a callback returning false cancels.
+  std::vector<int32_t> streamed;
+  FinishReason last = FinishReason::None;
+  const RequestId a = s.submit(tokens(5, 2, V), greedy(50), [&](const Event& e) {
+    if (e.token >= 0 && e.finish == FinishReason::None) streamed.push_back(e.token);
+    if (e.finish != FinishReason::None) last = e.finish;
+    return streamed.size() < 6;
+  });
+  // Runs into the end of the context: an error for this sequence only.
+  const RequestId b = s.submit(tokens(60, 3, V), greedy(-1));
+  // Cancelled from outside after a few steps.
+  const RequestId c = s.submit(tokens(4, 4, V), greedy(100));
+  const RequestId d = s.submit(tokens(4, 5, V), greedy(8));
+  for (int k = 0; k < 3; ++k) s.step();
+  s.cancel(c);
+  s.run();
+
+  const RequestResult ra = s.take(a);
+  EXPECT_EQ(ra.samples[0].finish, FinishReason::Cancelled);
+  EXPECT_EQ(last, FinishReason::Cancelled);
+  EXPECT_EQ(streamed.size(), 6u);
+  EXPECT_EQ(ra.samples[0].tokens, streamed);
+
+  const RequestResult rb = s.take(b);
+  EXPECT_EQ(rb.samples[0].finish, FinishReason::Error);
+  EXPECT_NE(rb.samples[0].error.find("context"), std::string::npos) << rb.samples[0].error;
+  EXPECT_EQ(rb.samples[0].tokens.size(), 5u);  // 60 + 5 = 65 > 64: the fifth cannot be fed
+
+  const RequestResult rc = s.take(c);
+  EXPECT_EQ(rc.samples[0].finish, FinishReason::Cancelled);
+  EXPECT_LT(rc.samples[0].tokens.size(), 100u);
+
+  const RequestResult rd = s.take(d);
+  EXPECT_EQ(rd.samples[0].finish, FinishReason::MaxTokens);
+  EXPECT_EQ(rd.samples[0].tokens.size(), 8u);
+
+  EXPECT_THROW(s.take(d), Error);  // taken already
+  EXPECT_EQ(s.cache().free_blocks(), s.cache().n_blocks());
+}
+
+TEST(Scheduler, RequestLargerThanThePoolFailsAlone) {
+  auto m = load("llama-mha");
+  const int32_t V = int32_t(m->config().vocab_size);
+  SchedulerOptions so;
+  so.block_size = 4;
+  so.ctx_size = 16;  // 4 blocks; and a context of 16 tokens
+  so.kv_cache_mb = 0;
+  Scheduler s(*m, so);
+  const RequestId ok = s.submit(tokens(6, 1, V), greedy(4));
+  const RequestId too_long = s.submit(tokens(16, 2, V), greedy(4));
+  s.run();
+  EXPECT_EQ(s.take(ok).samples[0].finish, FinishReason::MaxTokens);
+  const RequestResult r = s.take(too_long);
+  EXPECT_EQ(r.samples[0].finish, FinishReason::Error);
+  EXPECT_FALSE(r.samples[0].error.empty());
+}
+
+TEST(Scheduler, GenerateBatchMatchesSequences) {
+  auto m = load("opt-prenorm");
+  const int32_t V = int32_t(m->config().vocab_size);
+  std::vector<std::vector<int32_t>> prompts = {tokens(4, 1, V), tokens(11, 2, V)};
+  const auto results = generate_batch(*m, prompts, greedy(6));
+  ASSERT_EQ(results.size(), 2u);
+  for (size_t i = 0; i < prompts.size(); ++i)
+    EXPECT_EQ(results[i].samples[0].tokens, solo_greedy(*m, prompts[i], 6).tokens);
+}
+
+TEST(RandomModel, DeterministicAcrossThreadsAndSized) {
+  ModelConfig c = load("llama-gqa-tied-llama3")->config();
+  RandomOptions o;
+  o.dtype = DType::F32;
+  o.seed = 5;
+  o.threads = 1;
+  double last_progress = -1;
+  o.progress = [&](double p) {
+    EXPECT_GE(p, last_progress);
+    last_progress = p;
+  };
+  auto a = Model::random(c, o);
+  EXPECT_EQ(last_progress, 1.0);
+  o.threads = 2;
+  o.progress = {};
+  auto b = Model::random(c, o);
+  o.seed = 6;
+  auto d = Model::random(c, o);
+  const std::vector<int32_t> ids = {1, 5, 9, 2};
+  std::vector<float> la, lb, ld;
+  auto ca = a->new_cache(), cb = b->new_cache(), cd = d->new_cache();
+  a->forward(*ca, ids, 0, Logits::All, la);
+  b->forward(*cb, ids, 0, Logits::All, lb);
+  d->forward(*cd, ids, 0, Logits::All, ld);
+  EXPECT_EQ(la, lb);
+  EXPECT_NE(la, ld);
+  EXPECT_EQ(a->format(), "random");
+  EXPECT_EQ(a->tokenizer(), nullptr);
+  // f32 weights: 4 bytes per parameter.
+  int64_t params = c.vocab_size * c.hidden_size;  // tied embeddings
+  const int64_t H = c.hidden_size, QD = c.n_heads * c.head_dim, KD = c.n_kv_heads * c.head_dim;
+  params += H;  // final norm
+  params += c.n_layers * (2 * H + H * QD + 2 * H * KD + QD * H + 3 * H * c.ffn_dim);
+  EXPECT_EQ(Model::weight_bytes(c, DType::F32), 4 * params);
+  const int64_t vec = H + c.n_layers * 2 * H;  // norms stay f32
+  EXPECT_EQ(Model::weight_bytes(c, DType::F16), 4 * vec + 2 * (params - vec));
+}
+
+TEST(RandomModel, RejectsBlockMisfitAndBadConfig) {
+  ModelConfig c = load("llama-gqa-tied-llama3")->config();
+  RandomOptions o;
+  o.dtype = DType::Q8_0;  // hidden 32 fits blocks of 32; intermediate 96 too
+  EXPECT_NO_THROW(Model::random(c, o));
+  c.hidden_size = 0;
+  EXPECT_THROW(Model::random(c, o), Error);
+}
+
+}  // namespace
+}  // namespace runnel
