@@ -11,76 +11,66 @@
 #include <vector>
 
 #include "command.hpp"
+#include "progress.hpp"
 #include "runnel/model.hpp"
 #include "runnel/runnel.hpp"
+#include "runnel/sampler.hpp"
 #include "runnel/tokenizer.hpp"
+#include "sampling_flags.hpp"
 
 namespace runnel::cli {
 namespace {
 
 struct GenerateArgs {
-  std::string model;
+  ModelFlags m;
+  SamplingFlags s;
   std::string prompt;
+  std::string prompt_file;
   std::string prompt_ids;
   int n_predict = 128;
-  float temperature = 0.0f;
-  uint64_t seed = 0;
-  std::string tokenizer;
-  std::string dtype;
-  std::string kv_dtype = "f32";
-  int threads = 0;
   std::string dump_dir;
   bool ignore_eos = false;
   bool print_ids = false;
 };
 
 using Clock = std::chrono::steady_clock;
-double ms_since(Clock::time_point t) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
-}
-
-std::vector<int32_t> parse_ids(const std::string& s) {
-  std::vector<int32_t> ids;
-  size_t i = 0;
-  while (i < s.size()) {
-    while (i < s.size() && (s[i] == ',' || s[i] == ' ')) ++i;
-    if (i == s.size()) break;
-    size_t j = i;
-    while (j < s.size() && s[j] >= '0' && s[j] <= '9') ++j;
-    if (j == i || j - i > 9)
-      throw Error("--prompt-ids: expected comma-separated token ids, got \"" + s + "\"");
-    ids.push_back(int32_t(std::stol(s.substr(i, j - i))));
-    i = j;
-  }
-  return ids;
-}
 
 int run_generate(const GenerateArgs& a) {
-  if (!(a.temperature >= 0.0f)) throw Error("--temp: must be >= 0");
-  LoadOptions opts;
-  if (!a.dtype.empty()) opts.dtype = parse_dtype(a.dtype, "--dtype");
-  const DType kv = parse_dtype(a.kv_dtype, "--kv-dtype");
-  if (kv != DType::F32 && kv != DType::F16) throw Error("--kv-dtype: must be f32 or f16");
-  opts.tokenizer_path = a.tokenizer;
-  opts.threads = a.threads;
-  opts.dump_dir = a.dump_dir;
+  // Flags that need no model are checked before the load.
+  const SamplerOptions so = sampler_options(a.s);
+  Sampler sampler = make_sampler(so);
+  if (int(!a.prompt.empty()) + int(!a.prompt_file.empty()) + int(!a.prompt_ids.empty()) > 1)
+    throw Error("give only one of --prompt, --file and --prompt-ids");
+  if (!a.s.stop.empty() && a.print_ids) throw Error("--stop: needs text output, not --print-ids");
+  for (const auto& s : a.s.stop)
+    if (s.empty()) throw Error("--stop: the stop string is empty");
+  std::string prompt_text = a.prompt;
+  if (!a.prompt_file.empty()) prompt_text = read_text_file(a.prompt_file, "--file");
+  std::vector<int32_t> prompt;
+  if (!a.prompt_ids.empty()) prompt = parse_id_list(a.prompt_ids, "--prompt-ids");
+  const DType kv = kv_dtype(a.m);
 
-  const auto t_load = Clock::now();
-  auto model = Model::load(a.model, opts);
-  const double load_ms = ms_since(t_load);
+  double load_ms = 0;
+  auto model = [&] {
+    LoadOptions o = load_options(a.m);
+    o.dump_dir = a.dump_dir;
+    ProgressBar bar("loading");
+    o.progress = bar.callback();
+    const auto t0 = Clock::now();
+    auto m = Model::load(a.m.model, o);
+    bar.finish();
+    load_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    return m;
+  }();
   const ModelConfig& cfg = model->config();
   const Tokenizer* tok = model->tokenizer();
 
-  std::vector<int32_t> prompt;
-  if (!a.prompt_ids.empty()) {
-    if (!a.prompt.empty()) throw Error("give either --prompt or --prompt-ids, not both");
-    prompt = parse_ids(a.prompt_ids);
-  } else {
+  if (a.prompt_ids.empty()) {
     if (!tok)
-      throw Error(a.model +
+      throw Error(a.m.model +
                   ": no tokenizer found beside the model; pass --tokenizer PATH "
                   "(or token ids with --prompt-ids)");
-    prompt = tok->encode(a.prompt, /*add_special=*/true);
+    prompt = tok->encode(prompt_text, /*add_special=*/true);
   }
   if (prompt.empty()) {
     const int32_t bos = tok && tok->bos_id() >= 0 ? tok->bos_id() : cfg.bos_id;
@@ -88,82 +78,109 @@ int run_generate(const GenerateArgs& a) {
     prompt.push_back(bos);
   }
   if (!a.print_ids && !tok) throw Error("--prompt-ids without a tokenizer needs --print-ids");
+  for (int32_t id : prompt)
+    if (id < 0 || id >= cfg.vocab_size)
+      throw Error(fmt::format("prompt: token id {} is outside the vocabulary of {} tokens", id,
+                              cfg.vocab_size));
 
-  GenerateOptions g;
-  g.max_new_tokens = a.n_predict;
-  g.temperature = a.temperature;
-  g.seed = a.seed;
-  if (!a.ignore_eos) {
-    g.stop_ids = cfg.eos_ids;
-    if (tok && tok->eos_id() >= 0) g.stop_ids.push_back(tok->eos_id());
-  }
+  const int64_t n_ctx = context_limit(a.m, cfg, 0);
+  if (n_ctx > 0 && int64_t(prompt.size()) >= n_ctx)
+    throw Error(fmt::format(
+        "the prompt is {} tokens but the context holds {} (-c/--ctx-size, --kv-cache-mb or the "
+        "model's positions); it must be shorter to leave room for generation",
+        prompt.size(), n_ctx));
+  int64_t budget = a.n_predict;
+  if (n_ctx > 0) budget = std::min<int64_t>(budget, n_ctx - int64_t(prompt.size()));
+
+  StopOptions stop_opts;
+  if (!a.ignore_eos) stop_opts.eos_ids = eos_ids(cfg, tok, /*all_eog=*/false);
+  stop_opts.stop_strings = a.s.stop;
+  StopCondition stop(stop_opts);
 
   std::optional<StreamDecoder> dec;
   if (tok && !a.print_ids) {
     dec.emplace(*tok, /*skip_special=*/true);
     for (int32_t id : prompt) dec->push(id);  // context for spacing; not printed
   }
+  if (log_enabled(LogLevel::Debug))
+    std::fprintf(stderr, "sampler: %s (seed %llu)\ncontext: %s\n", sampler.describe().c_str(),
+                 static_cast<unsigned long long>(so.seed),
+                 n_ctx > 0 ? std::to_string(n_ctx).c_str() : "unlimited");
+
   Sequence seq(*model, kv);
+  for (int32_t id : prompt) sampler.accept(id);
   const auto t_start = Clock::now();
-  Clock::time_point t_first{};
-  int n_gen = 0;
-  bool first = true;
-  generate(seq, prompt, g, [&](int32_t id) {
-    if (first) {
-      t_first = Clock::now();
-      first = false;
+  Clock::time_point t_first = t_start;
+  int64_t n_gen = 0;
+  bool stopped_by_string = false;
+  if (budget > 0) {
+    std::vector<float> logits = seq.prefill(prompt, Logits::Last);
+    for (int64_t i = 0; i < budget; ++i) {
+      const int32_t id = sampler.sample(logits);
+      if (n_gen++ == 0) t_first = Clock::now();
+      const std::string piece = dec ? dec->push(id) : std::string();
+      const StopCondition::Step step = stop.push(id, piece);
+      if (dec) {
+        std::fputs(step.text.c_str(), stdout);
+      } else if (step.stop != StopReason::Eos) {
+        std::printf("%s%d", n_gen > 1 ? " " : "", id);
+      }
+      std::fflush(stdout);
+      if (step.stop != StopReason::None) {
+        stopped_by_string = step.stop == StopReason::StopString;
+        break;
+      }
+      if (i + 1 == budget) break;
+      logits = seq.decode(id);
     }
-    ++n_gen;
-    if (std::find(g.stop_ids.begin(), g.stop_ids.end(), id) != g.stop_ids.end()) return true;
-    if (dec) {
-      std::fputs(dec->push(id).c_str(), stdout);
-    } else {
-      std::printf("%s%d", n_gen > 1 ? " " : "", id);
-    }
-    std::fflush(stdout);
-    return true;
-  });
+  }
   const auto t_end = Clock::now();
-  if (dec) std::fputs(dec->flush().c_str(), stdout);
+  if (dec && !stopped_by_string) {
+    // Text held back for a possible stop string, then any partial character.
+    std::string tail = stop.flush() + dec->flush();
+    size_t cut = std::string::npos;
+    for (const auto& s : a.s.stop) cut = std::min(cut, tail.find(s));
+    if (cut != std::string::npos) tail.resize(cut);
+    std::fputs(tail.c_str(), stdout);
+  }
   std::fputs("\n", stdout);
   std::fflush(stdout);
 
-  const double prefill_s =
-      n_gen > 0 ? std::chrono::duration<double>(t_first - t_start).count() : 0.0;
-  const double decode_s = n_gen > 0 ? std::chrono::duration<double>(t_end - t_first).count() : 0.0;
-  const double prompt_tps = prefill_s > 0 ? double(prompt.size()) / prefill_s : 0.0;
-  const double gen_tps = decode_s > 0 && n_gen > 1 ? double(n_gen - 1) / decode_s : 0.0;
-  std::fprintf(stderr,
-               "load: %.1f ms (%s, %s weights%s) | prompt: %zu tokens, %.1f tokens/s | "
-               "generated: %d tokens, %.1f tokens/s\n",
-               load_ms, model->format().c_str(),
-               std::string(dtype_name(model->weight_dtype())).c_str(),
-               model->weights_mapped() ? ", mapped" : ", converted", prompt.size(), prompt_tps,
-               n_gen, gen_tps);
+  if (log_enabled(LogLevel::Info)) {
+    const double prefill_s =
+        n_gen > 0 ? std::chrono::duration<double>(t_first - t_start).count() : 0.0;
+    const double decode_s =
+        n_gen > 0 ? std::chrono::duration<double>(t_end - t_first).count() : 0.0;
+    const double prompt_tps = prefill_s > 0 ? double(prompt.size()) / prefill_s : 0.0;
+    const double gen_tps = decode_s > 0 && n_gen > 1 ? double(n_gen - 1) / decode_s : 0.0;
+    std::fprintf(stderr,
+                 "load: %.1f ms (%s, %s weights%s) | prompt: %zu tokens, %.1f tokens/s | "
+                 "generated: %lld tokens, %.1f tokens/s\n",
+                 load_ms, model->format().c_str(),
+                 std::string(dtype_name(model->weight_dtype())).c_str(),
+                 model->weights_mapped() ? ", mapped" : ", converted", prompt.size(), prompt_tps,
+                 static_cast<long long>(n_gen), gen_tps);
+  }
   return 0;
 }
 
 const Command generate_cmd("generate", [](CLI::App& app) {
-  app.description("Generate a continuation of a prompt (greedy with --temp 0)");
+  app.description("Generate a continuation of a prompt (greedy by default)");
+  app.footer(
+      "The text streams to stdout (the prompt is not echoed); timing goes to stderr.  Sampling "
+      "is greedy unless --temp > 0; the other sampling flags then apply in --samplers order.  "
+      "Stop strings end the output and are not printed.");
   auto a = std::make_shared<GenerateArgs>();
-  app.add_option("-m,--model", a->model,
-                 "Model: a Hugging Face folder (config.json + safetensors) or a llama2.c .bin")
-      ->required();
+  a->s.o.temperature = 0.0f;  // greedy unless asked
+  add_model_flags(app, a->m);
   app.add_option("-p,--prompt", a->prompt, "Prompt text (not echoed)");
+  app.add_option("-f,--file", a->prompt_file, "Read the prompt from FILE");
   app.add_option("--prompt-ids", a->prompt_ids, "Prompt as comma-separated token ids");
-  app.add_option("-n,--n-predict", a->n_predict, "Number of tokens to generate")
-      ->check(CLI::Range(0, 1 << 24));
-  app.add_option("--temp", a->temperature, "Sampling temperature; 0 is greedy")
-      ->check(CLI::Range(0.0f, 100.0f));
-  app.add_option("--seed", a->seed, "Seed of the sampler (temperature > 0)");
-  app.add_option(
-      "--tokenizer", a->tokenizer,
-      "Tokenizer file or folder (tokenizer.json, tokenizer.model, llama2.c tokenizer.bin)");
-  app.add_option("--dtype", a->dtype,
-                 "Weight compute dtype: f32, f16 or bf16 (default: the file's)");
-  app.add_option("--kv-dtype", a->kv_dtype, "KV cache dtype: f32 or f16");
-  app.add_option("-t,--threads", a->threads, "Worker threads (default: all)")
-      ->check(CLI::Range(0, 1024));
+  app.add_option("-n,--n-predict", a->n_predict,
+                 "Most tokens to generate (also limited by the context)")
+      ->check(CLI::Range(0, 1 << 24))
+      ->capture_default_str();
+  add_sampling_flags(app, a->s);
   app.add_option("--dump-layers", a->dump_dir,
                  "Write every named intermediate as DIR/<call>-<name>.npy (also $RUNNEL_DUMP)");
   app.add_flag("--ignore-eos", a->ignore_eos, "Do not stop at end-of-sequence tokens");

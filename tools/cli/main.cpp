@@ -5,8 +5,11 @@
 #include <cstdio>
 #include <exception>
 #include <map>
+#include <string>
+#include <vector>
 
 #include "command.hpp"
+#include "progress.hpp"
 #include "runnel/runnel.hpp"
 
 namespace runnel::cli {
@@ -27,7 +30,16 @@ int main(int argc, char** argv) {
   CLI::App app{"runnel: LLM inference for OPT, LLaMA and BLOOM on CPU and GPU", "runnel"};
   app.require_subcommand(0, 1);
   bool show_version = false;
-  app.add_flag("--version", show_version, "Print the version, the compiled backends and the CPU ISA");
+  app.add_flag("--version", show_version,
+               "Print the version, the compiled backends and the CPU ISA");
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level,
+                 "What goes to stderr: error, warn, info (timing lines, the load progress bar) "
+                 "or debug (also the sampler chain and settings); may follow the subcommand")
+      ->check(CLI::IsMember({"error", "warn", "warning", "info", "debug"}))
+      ->capture_default_str();
+  // Options of the top level (--log-level) may also follow the subcommand.
+  app.fallthrough();
 
   auto& cmds = cli::registry();
   std::sort(cmds.begin(), cmds.end(), [](auto& a, auto& b) { return a.name < b.name; });
@@ -37,8 +49,21 @@ int main(int argc, char** argv) {
     runners[sub] = c.setup(*sub);
   }
 
+  // llama.cpp's multi-letter single-dash spelling of chat's --system, which
+  // CLI11 cannot declare.
+  std::vector<std::string> args(argv + 1, argv + argc);
+  const bool chat = std::find(args.begin(), args.end(), "chat") != args.end();
+  for (std::string& a : args) {
+    if (!chat) break;
+    if (a == "-sys")
+      a = "--system";
+    else if (a.rfind("-sys=", 0) == 0)
+      a = "--system=" + a.substr(5);
+  }
+  std::reverse(args.begin(), args.end());  // CLI11 takes the arguments in reverse order
+
   try {
-    app.parse(argc, argv);
+    app.parse(args);
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {
@@ -51,6 +76,7 @@ int main(int argc, char** argv) {
   }
 
   try {
+    cli::set_log_level(cli::parse_log_level(log_level));
     if (show_version) {
       std::fputs(version_string().c_str(), stdout);
       return 0;

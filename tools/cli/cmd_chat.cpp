@@ -1,0 +1,325 @@
+// runnel chat: an interactive conversation on stdin / stdout.
+//
+// Each turn renders the whole conversation with the model's chat template
+// (add_generation_prompt), tokenizes it and runs only what the KV cache does
+// not already hold: the longest common prefix of the new tokens and the
+// cached ones is kept, so a conversation that grows by appending costs only
+// the new turn.  When the conversation no longer fits in the context, the
+// oldest user/assistant turns are dropped (the system prompt stays) and the
+// rest is prefilled again.  Replies stream to stdout; stdin may be a pipe.
+#include <fmt/core.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "command.hpp"
+#include "progress.hpp"
+#include "runnel/chat_template.hpp"
+#include "runnel/model.hpp"
+#include "runnel/runnel.hpp"
+#include "runnel/sampler.hpp"
+#include "runnel/tokenizer.hpp"
+#include "sampling_flags.hpp"
+
+namespace runnel::cli {
+namespace {
+
+struct ChatArgs {
+  ModelFlags m;
+  SamplingFlags s;
+  std::string system;
+  std::string template_file;
+  int n_predict = 512;
+};
+
+using Clock = std::chrono::steady_clock;
+
+// A template file holds the Jinja text, or a JSON object (tokenizer_config.json)
+// with a "chat_template" string (or a list of {"name", "template"}, "default" first).
+std::string read_template(const std::string& path) {
+  std::string text = read_text_file(path, "--chat-template");
+  const size_t first = text.find_first_not_of(" \t\r\n");
+  if (first != std::string::npos && text[first] == '{' &&
+      (first + 1 >= text.size() || (text[first + 1] != '%' && text[first + 1] != '{' &&
+                                    text[first + 1] != '#' && text[first + 1] != '-'))) {
+    nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+    if (j.is_object()) {
+      const nlohmann::json* ct = nullptr;
+      if (j.contains("chat_template"))
+        ct = &j["chat_template"];
+      else if (j.contains("template"))
+        ct = &j["template"];
+      if (ct && ct->is_string()) return ct->get<std::string>();
+      if (ct && ct->is_array()) {
+        for (const auto& e : *ct)
+          if (e.is_object() && e.value("name", "") == "default" && e.contains("template") &&
+              e["template"].is_string())
+            return e["template"].get<std::string>();
+      }
+      throw Error("--chat-template: " + path +
+                  ": a JSON file needs a \"chat_template\" string (or a list with a \"default\" "
+                  "entry)");
+    }
+  }
+  if (text.empty()) throw Error("--chat-template: " + path + ": the file is empty");
+  return text;
+}
+
+class Chat {
+ public:
+  Chat(const ChatArgs& a, Model& model, const Tokenizer& tok, ChatTemplate tmpl, Sampler sampler,
+       int64_t n_ctx)
+      : a_(a),
+        model_(model),
+        tok_(tok),
+        tmpl_(std::move(tmpl)),
+        sampler_(std::move(sampler)),
+        n_ctx_(n_ctx),
+        cache_(model.new_cache(kv_dtype(a.m))) {
+    const ModelConfig& cfg = model.config();
+    StopOptions so;
+    so.eos_ids = eos_ids(cfg, &tok, /*all_eog=*/true);
+    so.stop_strings = a.s.stop;
+    stop_opts_ = so;
+    const int32_t bos = tok.bos_id() >= 0 ? tok.bos_id() : cfg.bos_id;
+    const int32_t eos = tok.eos_id() >= 0     ? tok.eos_id()
+                        : cfg.eos_ids.empty() ? -1
+                                              : cfg.eos_ids.front();
+    if (bos >= 0 && size_t(bos) < tok.vocab_size()) bos_ = tok.token_to_piece(bos);
+    if (eos >= 0 && size_t(eos) < tok.vocab_size()) eos_ = tok.token_to_piece(eos);
+  }
+
+  void reset() {
+    history_.clear();
+    fed_.clear();
+  }
+
+  // One user turn: renders, fits, prefills and streams the reply.  Returns
+  // false (after a message on stderr) when the message cannot fit.
+  bool turn(const std::string& user) {
+    history_.push_back({"user", user});
+    const int64_t reserve = std::min<int64_t>(a_.n_predict, n_ctx_ / 2);
+    std::vector<int32_t> ids = render();
+    int dropped = 0;
+    while (int64_t(ids.size()) + reserve > n_ctx_ && history_.size() > 1) {
+      // Drop the oldest turn: a user message and the replies up to the next one.
+      size_t end = 1;
+      while (end < history_.size() - 1 && history_[end].role != "user") ++end;
+      history_.erase(history_.begin(), history_.begin() + std::ptrdiff_t(end));
+      ++dropped;
+      ids = render();
+    }
+    if (ids.empty()) throw Error("chat template: the conversation rendered as no tokens");
+    if (dropped > 0 && log_enabled(LogLevel::Warn))
+      std::fprintf(stderr, "chat: dropped the %d oldest turn%s to fit the context of %lld tokens\n",
+                   dropped, dropped == 1 ? "" : "s", static_cast<long long>(n_ctx_));
+    if (int64_t(ids.size()) >= n_ctx_) {
+      std::fprintf(stderr,
+                   "runnel: error: the message needs %zu tokens with the template and the system "
+                   "prompt, but the context holds %lld (-c/--ctx-size); it was not sent\n",
+                   ids.size(), static_cast<long long>(n_ctx_));
+      history_.pop_back();
+      return false;
+    }
+    const int32_t vocab = int32_t(model_.config().vocab_size);
+    for (int32_t id : ids)
+      if (id < 0 || id >= vocab)
+        throw Error(
+            fmt::format("chat: token id {} of the rendered prompt is outside the model's "
+                        "vocabulary of {} tokens (tokenizer and model do not match)",
+                        id, vocab));
+
+    // Keep the cached prefix the new prompt shares; at least one token is run.
+    size_t common = 0;
+    while (common < fed_.size() && common < ids.size() && fed_[common] == ids[common]) ++common;
+    if (common == ids.size()) --common;
+    const auto t0 = Clock::now();
+    std::vector<float> logits;
+    model_.forward(*cache_, std::span<const int32_t>(ids).subspan(common), int64_t(common),
+                   Logits::Last, logits);
+    fed_ = ids;
+
+    sampler_.reset(a_.s.o.seed + uint64_t(n_turns_));
+    for (int32_t id : ids) sampler_.accept(id);
+    StopCondition stop(stop_opts_);
+    StreamDecoder dec(tok_, /*skip_special=*/true);
+    for (size_t i = ids.size() > 8 ? ids.size() - 8 : 0; i < ids.size(); ++i) dec.push(ids[i]);
+
+    const int64_t budget = std::min<int64_t>(a_.n_predict, n_ctx_ - int64_t(ids.size()));
+    std::string reply;
+    int64_t n_gen = 0;
+    bool by_string = false;
+    const auto t1 = Clock::now();
+    for (int64_t i = 0; i < budget; ++i) {
+      const int32_t id = sampler_.sample(logits);
+      ++n_gen;
+      const StopCondition::Step step = stop.push(id, dec.push(id));
+      std::fputs(step.text.c_str(), stdout);
+      std::fflush(stdout);
+      reply += step.text;
+      if (step.stop != StopReason::None) {
+        by_string = step.stop == StopReason::StopString;
+        break;
+      }
+      if (i + 1 == budget) break;
+      model_.forward(*cache_, std::span<const int32_t>(&id, 1), int64_t(fed_.size()), Logits::Last,
+                     logits);
+      fed_.push_back(id);
+    }
+    if (!by_string) {
+      std::string tail = stop.flush() + dec.flush();
+      size_t cut = std::string::npos;
+      for (const auto& s : a_.s.stop) cut = std::min(cut, tail.find(s));
+      if (cut != std::string::npos) tail.resize(cut);
+      std::fputs(tail.c_str(), stdout);
+      reply += tail;
+    }
+    std::fputs("\n", stdout);
+    std::fflush(stdout);
+    history_.push_back({"assistant", reply});
+    ++n_turns_;
+    if (log_enabled(LogLevel::Debug)) {
+      const double pre_s = std::chrono::duration<double>(t1 - t0).count();
+      const double gen_s = std::chrono::duration<double>(Clock::now() - t1).count();
+      std::fprintf(stderr,
+                   "chat: turn %d: prompt %zu tokens (%zu reused, %zu run, %.1f tokens/s), "
+                   "reply %lld tokens (%.1f tokens/s), history %zu messages\n",
+                   n_turns_, ids.size(), common, ids.size() - common,
+                   pre_s > 0 ? double(ids.size() - common) / pre_s : 0.0,
+                   static_cast<long long>(n_gen), gen_s > 0 ? double(n_gen) / gen_s : 0.0,
+                   history_.size());
+    }
+    return true;
+  }
+
+ private:
+  std::vector<int32_t> render() const {
+    std::vector<ChatMessage> msgs;
+    if (!a_.system.empty()) msgs.push_back({"system", a_.system});
+    msgs.insert(msgs.end(), history_.begin(), history_.end());
+    const std::string text = tmpl_.apply(msgs, /*add_generation_prompt=*/true, bos_, eos_);
+    // The template writes the special tokens itself (transformers' apply_chat_template).
+    return tok_.encode(text, /*add_special=*/false);
+  }
+
+  const ChatArgs& a_;
+  Model& model_;
+  const Tokenizer& tok_;
+  ChatTemplate tmpl_;
+  Sampler sampler_;
+  int64_t n_ctx_;
+  std::unique_ptr<KvCache> cache_;
+  StopOptions stop_opts_;
+  std::string bos_, eos_;
+  std::vector<ChatMessage> history_;  // without the system prompt
+  std::vector<int32_t> fed_;          // the tokens whose keys and values the cache holds
+  int n_turns_ = 0;
+};
+
+int run_chat(const ChatArgs& a) {
+  const SamplerOptions so = sampler_options(a.s);
+  Sampler sampler = make_sampler(so);
+  for (const auto& s : a.s.stop)
+    if (s.empty()) throw Error("--stop: the stop string is empty");
+  std::string tmpl_source;
+  if (!a.template_file.empty()) tmpl_source = read_template(a.template_file);
+  kv_dtype(a.m);
+
+  auto model = load_model(a.m, nullptr);
+  const ModelConfig& cfg = model->config();
+  const Tokenizer* tok = model->tokenizer();
+  if (!tok) throw Error(a.m.model + ": no tokenizer found beside the model; pass --tokenizer PATH");
+  std::string tmpl_name = a.template_file;
+  if (tmpl_source.empty()) {
+    tmpl_source = tok->chat_template();
+    tmpl_name = "chat_template";
+    if (tmpl_source.empty())
+      throw Error(a.m.model +
+                  ": the model has no chat template (tokenizer_config.json \"chat_template\" or "
+                  "GGUF tokenizer.chat_template); pass --chat-template FILE");
+  }
+  ChatTemplate tmpl(tmpl_source, tmpl_name);
+  const int64_t n_ctx = context_limit(a.m, cfg, cfg.max_positions > 0 ? cfg.max_positions : 4096);
+  if (n_ctx < 2) throw Error("-c/--ctx-size: the context must hold at least 2 tokens");
+  if (log_enabled(LogLevel::Debug))
+    std::fprintf(stderr, "chat: context %lld tokens, sampler %s (seed %llu)\n",
+                 static_cast<long long>(n_ctx), sampler.describe().c_str(),
+                 static_cast<unsigned long long>(so.seed));
+
+  Chat chat(a, *model, *tok, std::move(tmpl), std::move(sampler), n_ctx);
+  const bool interactive = ::isatty(STDIN_FILENO) == 1;
+  if (interactive && log_enabled(LogLevel::Info))
+    std::fprintf(stderr,
+                 "chat: type a message and press Enter (end a line with \\ to continue it); "
+                 "/reset starts over, /exit or Ctrl-D quits\n");
+  std::string line;
+  while (true) {
+    if (interactive) {
+      std::fputs("> ", stdout);
+      std::fflush(stdout);
+    }
+    std::string msg;
+    bool got = false;
+    while (std::getline(std::cin, line)) {
+      got = true;
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      if (!line.empty() && line.back() == '\\') {
+        line.pop_back();
+        msg += line + "\n";
+        continue;
+      }
+      msg += line;
+      break;
+    }
+    if (!got) break;  // EOF
+    if (msg == "/exit" || msg == "/quit") break;
+    if (msg == "/reset") {
+      chat.reset();
+      if (log_enabled(LogLevel::Info)) std::fprintf(stderr, "chat: conversation reset\n");
+      continue;
+    }
+    if (msg == "/help") {
+      std::fprintf(stderr,
+                   "/reset  forget the conversation (the system prompt stays)\n"
+                   "/exit   quit (also /quit and end of input)\n");
+      continue;
+    }
+    if (msg.find_first_not_of(" \t\n") == std::string::npos) continue;
+    chat.turn(msg);
+  }
+  if (interactive) std::fputs("\n", stdout);
+  return 0;
+}
+
+const Command chat_cmd("chat", [](CLI::App& app) {
+  app.description("Chat with a model on stdin/stdout using its chat template");
+  app.footer(
+      "One message per line (end a line with \\ to continue it); /reset forgets the "
+      "conversation, /exit or end of input quits.  The conversation stays in the KV cache "
+      "between turns; when it outgrows the context (-c), the oldest turns are dropped (the "
+      "system prompt stays) so that the prompt leaves room for min(-n, ctx/2) reply tokens.  "
+      "The template comes from tokenizer_config.json or GGUF tokenizer.chat_template, or "
+      "--chat-template.  Sampling defaults to --temp 0.8; --temp 0 is greedy.");
+  auto a = std::make_shared<ChatArgs>();
+  a->s.o.temperature = 0.8f;
+  add_model_flags(app, a->m);
+  app.add_option("--system", a->system, "System prompt (also -sys, as llama.cpp spells it)");
+  app.add_option("--chat-template", a->template_file,
+                 "Chat template file (Jinja text, or a tokenizer_config.json), overriding the "
+                 "model's");
+  app.add_option("-n,--n-predict", a->n_predict, "Most tokens per reply")
+      ->check(CLI::Range(1, 1 << 24))
+      ->capture_default_str();
+  add_sampling_flags(app, a->s);
+  return [a] { return run_chat(*a); };
+});
+
+}  // namespace
+}  // namespace runnel::cli
