@@ -107,6 +107,18 @@ struct ModelConfig {
 ModelConfig parse_config(std::string_view json_text, const std::string& source);
 ModelConfig load_config(const std::string& path);
 
+// Built-in configurations of published checkpoints, for benchmarks with random
+// weights (Model::random).  Each is the checkpoint's Hugging Face config.json
+// text run through parse_config, so it passes the same validation.  The source
+// is "preset:<name>".  Unknown names throw runnel::Error listing the known ones.
+ModelConfig preset_config(std::string_view name);
+// "llama-7b", "llama-1b", ... in a fixed order.
+std::vector<std::string> preset_names();
+
+// Parameters of a model of `config`: every weight, bias, norm and position
+// table, counting a tied LM head once (as transformers' num_parameters()).
+int64_t parameter_count(const ModelConfig& config);
+
 // The families this build knows ("opt", "llama", "bloom").
 std::vector<std::string> supported_families();
 
