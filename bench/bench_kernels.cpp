@@ -87,13 +87,22 @@ struct WeightSet {
   WeightSet(DType dt_, int64_t n_, int64_t k_) : n(n_), k(k_), dt(dt_) {
     const size_t bytes = size_t(n) * row_bytes(dt, k);
     const size_t count = std::max<size_t>(2, (g_cycle_bytes + bytes - 1) / bytes);
+    // One copy converted (the reference quantizers are slow), the others
+    // copied from it: the product's speed does not depend on the values.
     for (size_t c = 0; c < count; ++c) {
       copies.push_back(std::make_unique<HostBuffer>(bytes));
       char* base = static_cast<char*>(copies.back()->data());
+      if (c > 0) {
+        const char* first = static_cast<const char*>(copies.front()->data());
+        ctx().pool.parallel_for(int64_t(bytes), 1 << 20, [&](int64_t b0, int64_t b1) {
+          std::memcpy(base + b0, first + b0, size_t(b1 - b0));
+        });
+        continue;
+      }
       ctx().pool.parallel_for(n, 64, [&](int64_t r0, int64_t r1) {
         std::vector<float> tmp(static_cast<size_t>(k));
         for (int64_t r = r0; r < r1; ++r) {
-          for (int64_t i = 0; i < k; ++i) tmp[size_t(i)] = float((r * 31 + i * 17 + int64_t(c)) % 97) / 97.0f - 0.5f;
+          for (int64_t i = 0; i < k; ++i) tmp[size_t(i)] = float((r * 31 + i * 17) % 97) / 97.0f - 0.5f;
           traits(dt).from_float(tmp.data(), base + size_t(r) * row_bytes(dt, k), k);
         }
       });
@@ -119,7 +128,10 @@ double probe_weights(const WeightSet& ws) {
   return double(bytes) * double(ws.copies.size()) / (now() - t0) / 1e9;
 }
 
-void BM_Matvec(benchmark::State& state, DType dt) {
+// `f32_act`: the quantized weights through the kernel table's f32-activation
+// kernels (matmul[dtype], split over the threads as ops::matmul splits them)
+// instead of ops::matmul's int8-activation path: the before/after pair.
+void BM_Matvec(benchmark::State& state, DType dt, bool f32_act) {
   const int64_t n = state.range(0), k = state.range(1), m = state.range(2);
   WeightSet ws(dt, n, k);
   std::vector<float> x(size_t(m * k), 0.01f), y(size_t(m * n));
@@ -128,9 +140,20 @@ void BM_Matvec(benchmark::State& state, DType dt) {
   double probe = probe_weights(ws);
   size_t i = 0;
   const double t0 = now();
+  const cpu::MatmulFn f32_kernel = cpu::kernels().matmul[int(dt)];
+  if (f32_act && !f32_kernel) {
+    state.SkipWithError("no f32-activation kernel for this dtype");
+    return;
+  }
   for (auto _ : state) {
-    ops::matmul(ctx(), Tensor::view(x.data(), DType::F32, {m, k}), ws.tensor(i++), nullptr,
-                Tensor::view(y.data(), DType::F32, {m, n}));
+    if (f32_act) {
+      const cpu::MatmulArgs a{x.data(), k, ws.copies[i++ % ws.copies.size()]->data(), int64_t(row_bytes(dt, k)),
+                              nullptr, y.data(), n, m, k};
+      ctx().pool.parallel_for(n, 16, [&](int64_t j0, int64_t j1) { f32_kernel(a, j0, j1); });
+    } else {
+      ops::matmul(ctx(), Tensor::view(x.data(), DType::F32, {m, k}), ws.tensor(i++), nullptr,
+                  Tensor::view(y.data(), DType::F32, {m, n}));
+    }
     benchmark::DoNotOptimize(y.data());
   }
   const double dt_s = now() - t0;
@@ -140,7 +163,8 @@ void BM_Matvec(benchmark::State& state, DType dt) {
   state.counters["GB/s"] = gbs;
   state.counters["probe_GB/s"] = probe;
   state.counters["pct_bw"] = 100.0 * gbs / probe;
-  state.SetLabel(std::string(dtype_name(dt)) + " weights, " + std::to_string(ws.copies.size()) + " copies");
+  state.SetLabel(std::string(dtype_name(dt)) + " weights" + (f32_act ? " (f32 activations)" : "") + ", " +
+                 std::to_string(ws.copies.size()) + " copies");
 }
 
 void BM_Prompt(benchmark::State& state, DType dt, bool dnnl) {
@@ -166,12 +190,21 @@ void BM_Prompt(benchmark::State& state, DType dt, bool dnnl) {
 }
 
 void register_all() {
-  for (DType dt : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1}) {
-    const std::string name = std::string("matvec/") + std::string(dtype_name(dt));
-    auto* b = benchmark::RegisterBenchmark(name.c_str(), BM_Matvec, dt);
-    // LLaMA-7B shapes [n, k]: wq/wo, w1/w3, w2; m = rows of x (1 = decode).
-    b->Args({4096, 4096, 1})->Args({11008, 4096, 1})->Args({4096, 11008, 1})->Args({4096, 4096, 4});
-    b->ArgNames({"n", "k", "m"})->UseRealTime()->MinTime(0.5);
+  // Quantized weights also through the f32-activation kernels (matvec_f32act/):
+  // the int8-activation path's baseline.  K-quant rows need k % 256 == 0,
+  // so their w2 shape has k = 11264 (11008 rounded up).
+  for (DType dt : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q4_K,
+                   DType::Q6_K}) {
+    for (bool f32_act : {false, true}) {
+      const bool quant = traits(dt).block_size > 1;
+      if (f32_act && (!quant || dt == DType::Q4_K || dt == DType::Q6_K)) continue;
+      const std::string name = std::string(f32_act ? "matvec_f32act/" : "matvec/") + std::string(dtype_name(dt));
+      auto* b = benchmark::RegisterBenchmark(name.c_str(), BM_Matvec, dt, f32_act);
+      // LLaMA-7B shapes [n, k]: wq/wo, w1/w3, w2; m = rows of x (1 = decode).
+      const int64_t k_w2 = traits(dt).block_size == 256 ? 11264 : 11008;
+      b->Args({4096, 4096, 1})->Args({11008, 4096, 1})->Args({4096, k_w2, 1})->Args({4096, 4096, 4});
+      b->ArgNames({"n", "k", "m"})->UseRealTime()->MinTime(0.5);
+    }
   }
   for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
     for (bool dnnl : {true, false}) {

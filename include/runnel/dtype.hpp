@@ -17,6 +17,12 @@ enum class DType : unsigned char {
   Q8_0,  // blocks of 32: f16 scale, 32 int8
   Q4_0,  // blocks of 32: f16 scale, 32 4-bit values offset by 8
   Q4_1,  // blocks of 32: f16 scale, f16 minimum, 32 4-bit values
+  Q4_K,  // super-blocks of 256: f16 d, f16 dmin, 8 6-bit scales and minimums, 256 4-bit values
+  Q6_K,  // super-blocks of 256: 256 6-bit values, 16 int8 scales, f16 d
+  // Activation-only types (not weights): what rows of x are quantized to
+  // for the integer dot products with the weight types above.
+  Q8_1,  // blocks of 32: f16 scale, f16 scale * sum, 32 int8 (for Q4_1)
+  Q8_K,  // super-blocks of 256: f32 scale, 256 int8, 16 int16 sums of 16 (for Q4_K, Q6_K)
   kCount,  // not a dtype: the number of rows in the traits table
 };
 inline constexpr int kNumDTypes = static_cast<int>(DType::kCount);
@@ -31,7 +37,8 @@ struct DTypeTraits {
   std::string_view name;   // "f32", "f16", ...
   int64_t block_size;      // elements per block (1 for plain types)
   int64_t type_size;       // bytes per block
-  bool is_float;           // can hold weights / activations
+  bool is_float;           // can hold weights / activations (false: i32 and
+                           // the activation-only types Q8_1, Q8_K)
   ToFloatFn to_float;      // scalar reference, never null for float types
   FromFloatFn from_float;  // scalar reference, never null for float types
   DType vec_dot_type;      // dtype the activations are converted to for dots
@@ -45,6 +52,9 @@ DType parse_dtype(std::string_view s, std::string_view what);
 
 // Bytes for `n` elements of `t`; throws if n is not a multiple of the block
 // size or the product overflows.
+// The K-quants (Q4_K, Q6_K, Q8_K) need rows of a multiple of 256: callers
+// quantizing a checkpoint should catch the Error and keep such tensors in
+// another type (Q8_0, or f16).
 size_t row_bytes(DType t, int64_t n);
 
 }  // namespace runnel

@@ -1,6 +1,7 @@
 // Row conversions between f32 and the float weight dtypes.
 #include "cpu/kernels.hpp"
 #include "cpu/quant.hpp"
+#include "cpu/quant_simd.hpp"
 #include "cpu/simd.hpp"
 
 namespace runnel::cpu::RUNNEL_ISA_NS {
@@ -54,14 +55,35 @@ void register_convert(KernelTable& t) {
   t.from_f32[int(DType::F16)] = f16_from;
   t.to_f32[int(DType::BF16)] = bf16_to;
   t.from_f32[int(DType::BF16)] = bf16_from;
-  // Quantized rows: the scalar reference conversions (widening for the
-  // prompt path; quantizing when files are written).
-  t.to_f32[int(DType::Q8_0)] = quant::dequant_q8_0;
-  t.from_f32[int(DType::Q8_0)] = quant::quant_q8_0;
-  t.to_f32[int(DType::Q4_0)] = quant::dequant_q4_0;
+  // Quantized rows: widening (the prompt path), quantizing weights (files
+  // being written: the scalar references) and quantizing activations (Q8_0,
+  // Q8_1, Q8_K before the integer dot products).  The SIMD bodies agree bit
+  // for bit with the references.
   t.from_f32[int(DType::Q4_0)] = quant::quant_q4_0;
-  t.to_f32[int(DType::Q4_1)] = quant::dequant_q4_1;
   t.from_f32[int(DType::Q4_1)] = quant::quant_q4_1;
+  t.from_f32[int(DType::Q4_K)] = quant::quant_q4_k;
+  t.from_f32[int(DType::Q6_K)] = quant::quant_q6_k;
+#if defined(RUNNEL_ISA_SCALAR)
+  t.to_f32[int(DType::Q8_0)] = quant::dequant_q8_0;
+  t.to_f32[int(DType::Q4_0)] = quant::dequant_q4_0;
+  t.to_f32[int(DType::Q4_1)] = quant::dequant_q4_1;
+  t.to_f32[int(DType::Q4_K)] = quant::dequant_q4_k;
+  t.to_f32[int(DType::Q6_K)] = quant::dequant_q6_k;
+  t.from_f32[int(DType::Q8_0)] = quant::quant_q8_0;
+  t.from_f32[int(DType::Q8_1)] = quant::quant_q8_1;
+  t.from_f32[int(DType::Q8_K)] = quant::quant_q8_k;
+#else
+  t.to_f32[int(DType::Q8_0)] = qsimd::dequant_q8_0;
+  t.to_f32[int(DType::Q4_0)] = qsimd::dequant_q4_0;
+  t.to_f32[int(DType::Q4_1)] = qsimd::dequant_q4_1;
+  t.to_f32[int(DType::Q4_K)] = qsimd::dequant_q4_k;
+  t.to_f32[int(DType::Q6_K)] = qsimd::dequant_q6_k;
+  t.from_f32[int(DType::Q8_0)] = qsimd::quant_q8_0;
+  t.from_f32[int(DType::Q8_1)] = qsimd::quant_q8_1;
+  t.from_f32[int(DType::Q8_K)] = qsimd::quant_q8_k;
+#endif
+  t.to_f32[int(DType::Q8_1)] = quant::dequant_q8_1;
+  t.to_f32[int(DType::Q8_K)] = quant::dequant_q8_k;
 }
 
 }  // namespace runnel::cpu::RUNNEL_ISA_NS

@@ -32,6 +32,20 @@ struct MatmulArgs {
 };
 using MatmulFn = void (*)(const MatmulArgs& a, int64_t n0, int64_t n1);
 
+// The same product with quantized weights over activations already quantized
+// (from_f32[vec_dot_type] of each row of x): integer dot products per block.
+struct QMatmulArgs {
+  const void* xq;     // [m, k] in traits(w dtype).vec_dot_type, rows ldxq bytes apart
+  int64_t ldxq;
+  const void* w;      // [n, k] weight dtype, rows ldw bytes apart
+  int64_t ldw;
+  const float* bias;  // [n] f32 or null
+  float* y;           // [m, n] f32, rows ldy floats apart
+  int64_t ldy;
+  int64_t m, k;
+};
+using QMatmulFn = void (*)(const QMatmulArgs& a, int64_t n0, int64_t n1);
+
 using runnel::Activation;
 using runnel::RopeStyle;
 
@@ -65,8 +79,11 @@ struct KernelTable {
   // Row conversions, indexed by dtype.  Null where a dtype has none.
   void (*to_f32[kNumDTypes])(const void* src, float* dst, int64_t n);
   void (*from_f32[kNumDTypes])(const float* src, void* dst, int64_t n);
-  // Matrix-vector and small-batch products, indexed by the weight dtype.
+  // Matrix-vector and small-batch products, indexed by the weight dtype:
+  // over f32 activations, and (quantized weights) over int8 activations.
+  // ops::matmul prefers qmatmul where both exist.
   MatmulFn matmul[kNumDTypes];
+  QMatmulFn qmatmul[kNumDTypes];
   // Large products with f32 weights, blocked for cache (the oneDNN fallback).
   MatmulFn gemm_f32;
   // y = x / rms(x) * w (w may be null)

@@ -2,8 +2,11 @@
 // This is the decode path and is memory-bound: every weight byte is read once
 // per call, so the kernel streams RB weight rows at a time and applies each
 // loaded weight vector to up to XB rows of x.
+#include <algorithm>
+
 #include "cpu/kernels.hpp"
 #include "cpu/quant.hpp"
+#include "cpu/quant_simd.hpp"
 #include "cpu/simd.hpp"
 
 namespace runnel::cpu::RUNNEL_ISA_NS {
@@ -35,9 +38,8 @@ struct BF16W {
 
 // Reference for the quantized weights: each block dequantized by the
 // reference conversion, dot products accumulated in double.
-template <void (*Dequant)(const void*, float*, int64_t), int64_t BlockBytes>
+template <void (*Dequant)(const void*, float*, int64_t), int64_t BlockBytes, int64_t QK = quant::kQK>
 void matmul_quant(const MatmulArgs& a, int64_t n0, int64_t n1) {
-  constexpr int64_t QK = quant::kQK;
   float wb[QK];
   for (int64_t j = n0; j < n1; ++j) {
     const char* w = static_cast<const char*>(a.w) + j * a.ldw;
@@ -48,6 +50,20 @@ void matmul_quant(const MatmulArgs& a, int64_t n0, int64_t n1) {
         Dequant(w + b * BlockBytes, wb, QK);
         for (int64_t t = 0; t < QK; ++t) s += double(wb[t]) * double(x[b * QK + t]);
       }
+      if (a.bias) s += a.bias[j];
+      a.y[i * a.ldy + j] = float(s);
+    }
+  }
+}
+
+// Reference for the int8-activation products: exact integer sums per block,
+// the blocks accumulated in double (quant::dot_*).
+template <double (*Dot)(const void*, const void*, int64_t), int64_t QK>
+void qmatmul_ref(const QMatmulArgs& a, int64_t n0, int64_t n1) {
+  for (int64_t j = n0; j < n1; ++j) {
+    const char* w = static_cast<const char*>(a.w) + j * a.ldw;
+    for (int64_t i = 0; i < a.m; ++i) {
+      double s = Dot(w, static_cast<const char*>(a.xq) + i * a.ldxq, a.k / QK);
       if (a.bias) s += a.bias[j];
       a.y[i * a.ldy + j] = float(s);
     }
@@ -253,6 +269,297 @@ void matmul_qkernel(const MatmulArgs& a, int64_t n0, int64_t n1) {
   for (; j < n1; ++j) qrows<W, 1>(a, j);
 }
 
+// K-quant weights against f32 activations (the int8-activation kernels are
+// the fast path; this keeps matmul[] complete): each super-block widened
+// once per 4 rows of x into a stack buffer, then f32 FMAs.
+template <void (*Dequant)(const void*, float*, int64_t), int64_t BlockBytes, int64_t QK>
+void matmul_dequant(const MatmulArgs& a, int64_t n0, int64_t n1) {
+  alignas(64) float wb[QK];
+  for (int64_t j = n0; j < n1; ++j) {
+    const char* w = static_cast<const char*>(a.w) + j * a.ldw;
+    for (int64_t i0 = 0; i0 < a.m; i0 += 4) {
+      const int64_t nc = std::min<int64_t>(4, a.m - i0);
+      VF acc[4] = {VF::zero(), VF::zero(), VF::zero(), VF::zero()};
+      for (int64_t b = 0; b < a.k / QK; ++b) {
+        Dequant(w + b * BlockBytes, wb, QK);
+        for (int64_t c = 0; c < nc; ++c) {
+          const float* x = a.x + (i0 + c) * a.ldx + b * QK;
+          for (int64_t t = 0; t < QK; t += VF::N) acc[c] = fma(VF::load(wb + t), VF::load(x + t), acc[c]);
+        }
+      }
+      for (int64_t c = 0; c < nc; ++c) {
+        float s = acc[c].reduce_add();
+        if (a.bias) s += a.bias[j];
+        a.y[(i0 + c) * a.ldy + j] = s;
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Int8-activation products.  Per block: the weight's integer values against
+// the activation's int8 values in an integer dot (vpdpbusd with VNNI,
+// maddubs + madd otherwise), one int -> float conversion and one FMA with the
+// product of the two block scales.  Signed weights go through the sign trick
+// (|w| as the unsigned operand, x * sign(w) as the signed one); Q4_0 keeps
+// its unsigned nibbles q and subtracts 8 * sum(x), computed once per block
+// of x: sum (q - 8) x = sum q x - 8 sum x.
+
+struct Q8_0Dot {
+  using X = quant::BlockQ8_0;
+  static constexpr int64_t kBytes = sizeof(quant::BlockQ8_0);
+  static constexpr bool kSigned = true, kMin = false;
+  static constexpr int kOffset = 0;
+  RUNNEL_INLINE static __m256i decode(const char* p, float& d, float&) {
+    const auto* b = reinterpret_cast<const quant::BlockQ8_0*>(p);
+    d = qsimd::h2f(b->d);
+    return qsimd::load32(b->qs);
+  }
+};
+struct Q4_0Dot {
+  using X = quant::BlockQ8_0;
+  static constexpr int64_t kBytes = sizeof(quant::BlockQ4_0);
+  static constexpr bool kSigned = false, kMin = false;
+  static constexpr int kOffset = 8;
+  RUNNEL_INLINE static __m256i decode(const char* p, float& d, float&) {
+    const auto* b = reinterpret_cast<const quant::BlockQ4_0*>(p);
+    d = qsimd::h2f(b->d);
+    return qsimd::nibbles(b->qs);
+  }
+};
+struct Q4_1Dot {
+  using X = quant::BlockQ8_1;
+  static constexpr int64_t kBytes = sizeof(quant::BlockQ4_1);
+  static constexpr bool kSigned = false, kMin = true;
+  static constexpr int kOffset = 0;
+  RUNNEL_INLINE static __m256i decode(const char* p, float& d, float& m) {
+    const auto* b = reinterpret_cast<const quant::BlockQ4_1*>(p);
+    d = qsimd::h2f(b->d);
+    m = qsimd::h2f(b->m);
+    return qsimd::nibbles(b->qs);
+  }
+};
+
+template <class W, int RB, int XB>
+RUNNEL_INLINE void q8tile(const QMatmulArgs& a, int64_t j, int64_t i0) {
+  using X = typename W::X;
+  const char* w[RB];
+  for (int r = 0; r < RB; ++r) w[r] = static_cast<const char*>(a.w) + (j + r) * a.ldw;
+  const X* x[XB];
+  for (int c = 0; c < XB; ++c) x[c] = reinterpret_cast<const X*>(static_cast<const char*>(a.xq) + (i0 + c) * a.ldxq);
+  __m256 acc[RB][XB];
+  float macc[RB][XB];
+  for (int r = 0; r < RB; ++r)
+    for (int c = 0; c < XB; ++c) {
+      acc[r][c] = _mm256_setzero_ps();
+      macc[r][c] = 0;
+    }
+  const int64_t nb = a.k / quant::kQK;
+  for (int64_t b = 0; b < nb; ++b) {
+    __m256i u[RB], sg[RB];
+    float d[RB], m[RB];
+    for (int r = 0; r < RB; ++r) {
+      const char* p = w[r] + b * W::kBytes;
+      prefetch(p + kPrefetchBytes);
+      sg[r] = W::decode(p, d[r], m[r]);
+      u[r] = W::kSigned ? _mm256_abs_epi8(sg[r]) : sg[r];
+    }
+    for (int c = 0; c < XB; ++c) {
+      const X& xb = x[c][b];
+      const __m256i xv = qsimd::load32(xb.qs);
+      const float dx = qsimd::h2f(xb.d);
+      float sx = 0;
+      if constexpr (W::kMin) sx = qsimd::h2f(xb.s);
+      // The integer sums start from -kOffset * sum(x) (zero for most types).
+      __m256i init = _mm256_setzero_si256();
+      if constexpr (W::kOffset != 0)
+        init = _mm256_sub_epi32(init, qsimd::dot_u8s8(init, _mm256_set1_epi8(W::kOffset), xv));
+      for (int r = 0; r < RB; ++r) {
+        const __m256i xs = W::kSigned ? _mm256_sign_epi8(xv, sg[r]) : xv;
+        const __m256i s = qsimd::dot_u8s8(init, u[r], xs);
+        acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(d[r] * dx), _mm256_cvtepi32_ps(s), acc[r][c]);
+        if constexpr (W::kMin) macc[r][c] += m[r] * sx;
+      }
+    }
+  }
+  for (int r = 0; r < RB; ++r) {
+    for (int c = 0; c < XB; ++c) {
+      float s = qsimd::hsum(acc[r][c]) + macc[r][c];
+      if (a.bias) s += a.bias[j + r];
+      a.y[(i0 + c) * a.ldy + j + r] = s;
+    }
+  }
+}
+
+// Q4_K against Q8_K: per 64-element group the low and high nibbles (two
+// sub-blocks of 32) go through maddubs against x, then a pairwise madd with
+// the sub-block's 6-bit scale; the minimums use x's sums of 16.
+template <int RB, int XB>
+RUNNEL_INLINE void q4ktile(const QMatmulArgs& a, int64_t j, int64_t i0) {
+  using quant::BlockQ4_K;
+  using quant::BlockQ8_K;
+  const BlockQ4_K* w[RB];
+  for (int r = 0; r < RB; ++r)
+    w[r] = reinterpret_cast<const BlockQ4_K*>(static_cast<const char*>(a.w) + (j + r) * a.ldw);
+  const BlockQ8_K* x[XB];
+  for (int c = 0; c < XB; ++c)
+    x[c] = reinterpret_cast<const BlockQ8_K*>(static_cast<const char*>(a.xq) + (i0 + c) * a.ldxq);
+  __m256 acc[RB][XB];
+  float macc[RB][XB];
+  for (int r = 0; r < RB; ++r)
+    for (int c = 0; c < XB; ++c) {
+      acc[r][c] = _mm256_setzero_ps();
+      macc[r][c] = 0;
+    }
+  const __m256i low = _mm256_set1_epi8(0x0f);
+  const int64_t nb = a.k / quant::kQK_K;
+  for (int64_t b = 0; b < nb; ++b) {
+    int sc[RB][8], mn[RB][8];
+    for (int r = 0; r < RB; ++r) {
+      const char* p = reinterpret_cast<const char*>(w[r] + b);
+      prefetch(p + kPrefetchBytes);
+      prefetch(p + kPrefetchBytes + 64);
+      prefetch(p + kPrefetchBytes + 128);
+      for (int s = 0; s < 8; ++s) quant::scale_min_k4(s, w[r][b].scales, sc[r][s], mn[r][s]);
+    }
+    __m256i iacc[RB][XB];
+    for (int r = 0; r < RB; ++r)
+      for (int c = 0; c < XB; ++c) iacc[r][c] = _mm256_setzero_si256();
+    for (int g = 0; g < 4; ++g) {
+      __m256i lo[RB], hi[RB], slo[RB], shi[RB];
+      for (int r = 0; r < RB; ++r) {
+        const __m256i raw = qsimd::load32(w[r][b].qs + 32 * g);
+        lo[r] = _mm256_and_si256(raw, low);
+        hi[r] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low);
+        slo[r] = _mm256_set1_epi16(int16_t(sc[r][2 * g]));
+        shi[r] = _mm256_set1_epi16(int16_t(sc[r][2 * g + 1]));
+      }
+      for (int c = 0; c < XB; ++c) {
+        const __m256i xl = qsimd::load32(x[c][b].qs + 64 * g), xh = qsimd::load32(x[c][b].qs + 64 * g + 32);
+        for (int r = 0; r < RB; ++r) {
+          iacc[r][c] = qsimd::dot_s16(iacc[r][c], _mm256_maddubs_epi16(lo[r], xl), slo[r]);
+          iacc[r][c] = qsimd::dot_s16(iacc[r][c], _mm256_maddubs_epi16(hi[r], xh), shi[r]);
+        }
+      }
+    }
+    for (int r = 0; r < RB; ++r) {
+      const float d = qsimd::h2f(w[r][b].d), dmin = qsimd::h2f(w[r][b].dmin);
+      for (int c = 0; c < XB; ++c) {
+        const int16_t* bs = x[c][b].bsums;
+        int ms = 0;
+        for (int s = 0; s < 8; ++s) ms += mn[r][s] * (bs[2 * s] + bs[2 * s + 1]);
+        const float dx = x[c][b].d;
+        acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(d * dx), _mm256_cvtepi32_ps(iacc[r][c]), acc[r][c]);
+        macc[r][c] -= dmin * dx * float(ms);
+      }
+    }
+  }
+  for (int r = 0; r < RB; ++r) {
+    for (int c = 0; c < XB; ++c) {
+      float s = qsimd::hsum(acc[r][c]) + macc[r][c];
+      if (a.bias) s += a.bias[j + r];
+      a.y[(i0 + c) * a.ldy + j + r] = s;
+    }
+  }
+}
+
+// Q6_K against Q8_K: the unsigned 6-bit values (0..63) through maddubs,
+// a pairwise madd with the int8 scales of the two sub-blocks of 16, and the
+// -32 offset applied once per super-block as 32 * sum(scale * bsum).
+template <int RB, int XB>
+RUNNEL_INLINE void q6ktile(const QMatmulArgs& a, int64_t j, int64_t i0) {
+  using quant::BlockQ6_K;
+  using quant::BlockQ8_K;
+  const BlockQ6_K* w[RB];
+  for (int r = 0; r < RB; ++r)
+    w[r] = reinterpret_cast<const BlockQ6_K*>(static_cast<const char*>(a.w) + (j + r) * a.ldw);
+  const BlockQ8_K* x[XB];
+  for (int c = 0; c < XB; ++c)
+    x[c] = reinterpret_cast<const BlockQ8_K*>(static_cast<const char*>(a.xq) + (i0 + c) * a.ldxq);
+  __m256 acc[RB][XB];
+  for (int r = 0; r < RB; ++r)
+    for (int c = 0; c < XB; ++c) acc[r][c] = _mm256_setzero_ps();
+  const int64_t nb = a.k / quant::kQK_K;
+  for (int64_t b = 0; b < nb; ++b) {
+    __m256i iacc[RB][XB];
+    for (int r = 0; r < RB; ++r) {
+      const char* p = reinterpret_cast<const char*>(w[r] + b);
+      prefetch(p + kPrefetchBytes);
+      prefetch(p + kPrefetchBytes + 64);
+      prefetch(p + kPrefetchBytes + 128);
+      prefetch(p + kPrefetchBytes + 192);
+      // The offset: -32 * sum over sub-blocks of scale * sum(x).
+      const __m256i sc16 = _mm256_cvtepi8_epi16(qsimd::load16(w[r][b].scales));
+      for (int c = 0; c < XB; ++c) {
+        const __m256i off = _mm256_madd_epi16(qsimd::load32(x[c][b].bsums), sc16);
+        iacc[r][c] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(off, 5));
+      }
+    }
+    for (int h = 0; h < 2; ++h) {
+      for (int t = 0; t < 4; ++t) {
+        __m256i q[RB], s[RB];
+        for (int r = 0; r < RB; ++r) {
+          q[r] = qsimd::q6_lanes(w[r][b], h, t);
+          const int k = 8 * h + 2 * t;
+          s[r] = _mm256_set_m128i(_mm_set1_epi16(w[r][b].scales[k + 1]), _mm_set1_epi16(w[r][b].scales[k]));
+        }
+        for (int c = 0; c < XB; ++c) {
+          const __m256i xv = qsimd::load32(x[c][b].qs + 128 * h + 32 * t);
+          for (int r = 0; r < RB; ++r)
+            iacc[r][c] = qsimd::dot_s16(iacc[r][c], _mm256_maddubs_epi16(q[r], xv), s[r]);
+        }
+      }
+    }
+    for (int r = 0; r < RB; ++r) {
+      const float d = qsimd::h2f(w[r][b].d);
+      for (int c = 0; c < XB; ++c)
+        acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(d * x[c][b].d), _mm256_cvtepi32_ps(iacc[r][c]), acc[r][c]);
+    }
+  }
+  for (int r = 0; r < RB; ++r) {
+    for (int c = 0; c < XB; ++c) {
+      float s = qsimd::hsum(acc[r][c]);
+      if (a.bias) s += a.bias[j + r];
+      a.y[(i0 + c) * a.ldy + j + r] = s;
+    }
+  }
+}
+
+template <class W>
+struct Q8Tile {
+  template <int RB, int XB>
+  RUNNEL_INLINE static void run(const QMatmulArgs& a, int64_t j, int64_t i) { q8tile<W, RB, XB>(a, j, i); }
+};
+struct Q4KTile {
+  template <int RB, int XB>
+  RUNNEL_INLINE static void run(const QMatmulArgs& a, int64_t j, int64_t i) { q4ktile<RB, XB>(a, j, i); }
+};
+struct Q6KTile {
+  template <int RB, int XB>
+  RUNNEL_INLINE static void run(const QMatmulArgs& a, int64_t j, int64_t i) { q6ktile<RB, XB>(a, j, i); }
+};
+
+// Rows of x in tiles of up to XMAX.
+template <class T, int RB, int XMAX>
+RUNNEL_INLINE void qdot_rows(const QMatmulArgs& a, int64_t j) {
+  int64_t i = 0;
+  for (; i + XMAX <= a.m; i += XMAX) T::template run<RB, XMAX>(a, j, i);
+  if constexpr (XMAX >= 4) {
+    if (a.m - i == 3) return T::template run<RB, 3>(a, j, i);
+  }
+  if constexpr (XMAX >= 3) {
+    if (a.m - i == 2) return T::template run<RB, 2>(a, j, i);
+  }
+  if (a.m - i == 1) T::template run<RB, 1>(a, j, i);
+}
+
+template <class T, int XMAX>
+void qdot_kernel(const QMatmulArgs& a, int64_t n0, int64_t n1) {
+  int64_t j = n0;
+  for (; j + 4 <= n1; j += 4) qdot_rows<T, 4, XMAX>(a, j);
+  for (; j < n1; ++j) qdot_rows<T, 1, XMAX>(a, j);
+}
+
 #endif
 
 }  // namespace
@@ -265,10 +572,24 @@ void register_matmul(KernelTable& t) {
   t.matmul[int(DType::Q8_0)] = matmul_quant<quant::dequant_q8_0, sizeof(quant::BlockQ8_0)>;
   t.matmul[int(DType::Q4_0)] = matmul_quant<quant::dequant_q4_0, sizeof(quant::BlockQ4_0)>;
   t.matmul[int(DType::Q4_1)] = matmul_quant<quant::dequant_q4_1, sizeof(quant::BlockQ4_1)>;
+  t.matmul[int(DType::Q4_K)] = matmul_quant<quant::dequant_q4_k, sizeof(quant::BlockQ4_K), quant::kQK_K>;
+  t.matmul[int(DType::Q6_K)] = matmul_quant<quant::dequant_q6_k, sizeof(quant::BlockQ6_K), quant::kQK_K>;
+  t.qmatmul[int(DType::Q8_0)] = qmatmul_ref<quant::dot_q8_0_q8_0, quant::kQK>;
+  t.qmatmul[int(DType::Q4_0)] = qmatmul_ref<quant::dot_q4_0_q8_0, quant::kQK>;
+  t.qmatmul[int(DType::Q4_1)] = qmatmul_ref<quant::dot_q4_1_q8_1, quant::kQK>;
+  t.qmatmul[int(DType::Q4_K)] = qmatmul_ref<quant::dot_q4_k_q8_k, quant::kQK_K>;
+  t.qmatmul[int(DType::Q6_K)] = qmatmul_ref<quant::dot_q6_k_q8_k, quant::kQK_K>;
 #else
   t.matmul[int(DType::Q8_0)] = matmul_qkernel<Q8_0W>;
   t.matmul[int(DType::Q4_0)] = matmul_qkernel<Q4_0W>;
   t.matmul[int(DType::Q4_1)] = matmul_qkernel<Q4_1W>;
+  t.matmul[int(DType::Q4_K)] = matmul_dequant<qsimd::dequant_q4_k, sizeof(quant::BlockQ4_K), quant::kQK_K>;
+  t.matmul[int(DType::Q6_K)] = matmul_dequant<qsimd::dequant_q6_k, sizeof(quant::BlockQ6_K), quant::kQK_K>;
+  t.qmatmul[int(DType::Q8_0)] = qdot_kernel<Q8Tile<Q8_0Dot>, 4>;
+  t.qmatmul[int(DType::Q4_0)] = qdot_kernel<Q8Tile<Q4_0Dot>, 4>;
+  t.qmatmul[int(DType::Q4_1)] = qdot_kernel<Q8Tile<Q4_1Dot>, 4>;
+  t.qmatmul[int(DType::Q4_K)] = qdot_kernel<Q4KTile, 2>;
+  t.qmatmul[int(DType::Q6_K)] = qdot_kernel<Q6KTile, 2>;
 #endif
 }
 

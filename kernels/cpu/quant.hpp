@@ -1,15 +1,31 @@
 #pragma once
-// Block layouts of the 32-element quantized types (ggml's Q8_0, Q4_0, Q4_1)
-// and their scalar reference conversions.  The layouts and the rounding of the
+// Block layouts of the quantized types (ggml's Q8_0, Q4_0, Q4_1, Q4_K, Q6_K
+// and the activation types Q8_1, Q8_K) and their scalar reference conversions
+// and integer dot products.  The layouts and the rounding of the 32-element
 // quantizers follow ggml's published reference (quantize_row_*_ref and
 // dequantize_row_* in ggml-quants.c), so rows written here load in llama.cpp
-// and its files dequantize bit-exactly here.
+// and its files dequantize bit-exactly here.  The K-quant quantizers are
+// runnel's own (a per-sub-block scale and minimum fit), writing ggml's layout.
 //
 //   Q8_0 (34 bytes): f16 d, int8 q[32];                 x[i] = q[i] * d
 //   Q4_0 (18 bytes): f16 d, u8 qs[16];                  x[i] = (nib(i) - 8) * d
 //   Q4_1 (20 bytes): f16 d, f16 m, u8 qs[16];           x[i] = nib(i) * d + m
+//   Q8_1 (36 bytes): f16 d, f16 s, int8 q[32];          x[i] = q[i] * d, s = d * sum(q)
 // where nib(i) is the low nibble of qs[i] for i < 16, the high nibble of
-// qs[i - 16] otherwise.
+// qs[i - 16] otherwise.  Super-blocks of 256:
+//   Q4_K (144 bytes): f16 d, f16 dmin, u8 scales[12], u8 qs[128].  Sub-block
+//     j (32 elements) has 6-bit scale sc_j and minimum m_j packed in scales
+//     (see scale_min_k4); element 64 g + l (l < 32) is the low nibble of
+//     qs[32 g + l] in sub-block 2 g, element 64 g + 32 + l its high nibble in
+//     sub-block 2 g + 1; x = d * sc_j * q - dmin * m_j.
+//   Q6_K (210 bytes): u8 ql[128], u8 qh[64], int8 scales[16], f16 d.  In half
+//     h (128 elements), for l < 32, the 6-bit values of elements 128 h + l,
+//     + 32, + 64, + 96 take their low 4 bits from ql[64 h + l] (low nibble),
+//     ql[64 h + 32 + l] (low), ql[64 h + l] (high), ql[64 h + 32 + l] (high)
+//     and their top 2 bits from bits 0-1, 2-3, 4-5, 6-7 of qh[32 h + l];
+//     x = d * scales[e / 16] * (q - 32) for element e.
+//   Q8_K (292 bytes, activations only): f32 d, int8 q[256], int16 bsums[16]
+//     (sums of q over each 16).
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -32,9 +48,36 @@ struct BlockQ4_1 {
   uint16_t d, m;
   uint8_t qs[kQK / 2];
 };
+struct BlockQ8_1 {
+  uint16_t d, s;
+  int8_t qs[kQK];
+};
+
+inline constexpr int64_t kQK_K = 256;
+
+struct BlockQ4_K {
+  uint16_t d, dmin;
+  uint8_t scales[12];
+  uint8_t qs[kQK_K / 2];
+};
+struct BlockQ6_K {
+  uint8_t ql[kQK_K / 2];
+  uint8_t qh[kQK_K / 4];
+  int8_t scales[kQK_K / 16];
+  uint16_t d;
+};
+struct BlockQ8_K {
+  float d;
+  int8_t qs[kQK_K];
+  int16_t bsums[kQK_K / 16];
+};
 static_assert(sizeof(BlockQ8_0) == 34 && alignof(BlockQ8_0) == 2);
 static_assert(sizeof(BlockQ4_0) == 18 && alignof(BlockQ4_0) == 2);
 static_assert(sizeof(BlockQ4_1) == 20 && alignof(BlockQ4_1) == 2);
+static_assert(sizeof(BlockQ8_1) == 36 && alignof(BlockQ8_1) == 2);
+static_assert(sizeof(BlockQ4_K) == 144 && alignof(BlockQ4_K) == 2);
+static_assert(sizeof(BlockQ6_K) == 210 && alignof(BlockQ6_K) == 2);
+static_assert(sizeof(BlockQ8_K) == 292 && alignof(BlockQ8_K) == 4);
 
 // Float to a small integer by truncation toward zero, as ggml's (int8_t) casts
 // do for in-range values; clamping first keeps NaN and huge inputs defined.
@@ -42,6 +85,26 @@ inline int trunc_clamped(float v, float lo, float hi) {
   if (!(v >= lo)) v = lo;  // also catches NaN
   if (v > hi) v = hi;
   return int(v);
+}
+
+// Round half away from zero (as roundf) and clamp; NaN gives lo.
+inline int round_clamped(float v, int lo, int hi) {
+  if (!(v >= float(lo))) return lo;
+  if (v > float(hi)) return hi;
+  return int(std::round(v));
+}
+
+// Sub-block j's 6-bit scale and minimum of a Q4_K super-block: j < 4 in the
+// low 6 bits of bytes j and j + 4; j >= 4 in the nibbles of byte j + 4 with
+// the top 2 bits in bits 6-7 of bytes j - 4 (scale) and j (minimum).
+inline void scale_min_k4(int j, const uint8_t* s, int& sc, int& m) {
+  if (j < 4) {
+    sc = s[j] & 63;
+    m = s[j + 4] & 63;
+  } else {
+    sc = (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4);
+    m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+  }
 }
 
 inline void dequant_q8_0(const void* src, float* dst, int64_t n) {
@@ -134,6 +197,349 @@ inline void quant_q4_1(const float* src, void* dst, int64_t n) {
       b[i].qs[j] = uint8_t(q0 | (q1 << 4));
     }
   }
+}
+
+// Activations for Q4_1 weights (ggml's quantize_row_q8_1_ref).
+inline void quant_q8_1(const float* src, void* dst, int64_t n) {
+  auto* b = static_cast<BlockQ8_1*>(dst);
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    const float* x = src + i * kQK;
+    float amax = 0;
+    for (int j = 0; j < kQK; ++j) amax = std::fmax(amax, std::fabs(x[j]));
+    const float d = amax / 127;
+    const float id = d != 0 ? 1.0f / d : 0.0f;
+    int sum = 0;
+    for (int j = 0; j < kQK; ++j) {
+      const int q = round_clamped(x[j] * id, -127, 127);
+      b[i].qs[j] = int8_t(q);
+      sum += q;
+    }
+    b[i].d = f32_to_f16(d);
+    b[i].s = f32_to_f16(float(sum) * d);
+  }
+}
+
+inline void dequant_q8_1(const void* src, float* dst, int64_t n) {
+  const auto* b = static_cast<const BlockQ8_1*>(src);
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    const float d = f16_to_f32(b[i].d);
+    for (int j = 0; j < kQK; ++j) dst[i * kQK + j] = float(b[i].qs[j]) * d;
+  }
+}
+
+// Activations for the K-quants: d = max |x| / 127, q = round(x / d).
+inline void quant_q8_k(const float* src, void* dst, int64_t n) {
+  auto* b = static_cast<BlockQ8_K*>(dst);
+  for (int64_t i = 0; i < n / kQK_K; ++i) {
+    const float* x = src + i * kQK_K;
+    float amax = 0;
+    for (int j = 0; j < kQK_K; ++j) amax = std::fmax(amax, std::fabs(x[j]));
+    const float d = amax / 127;
+    const float id = d != 0 ? 1.0f / d : 0.0f;
+    b[i].d = d;
+    for (int g = 0; g < kQK_K / 16; ++g) {
+      int sum = 0;
+      for (int j = 16 * g; j < 16 * g + 16; ++j) {
+        const int q = round_clamped(x[j] * id, -127, 127);
+        b[i].qs[j] = int8_t(q);
+        sum += q;
+      }
+      b[i].bsums[g] = int16_t(sum);
+    }
+  }
+}
+
+inline void dequant_q8_k(const void* src, float* dst, int64_t n) {
+  const auto* b = static_cast<const BlockQ8_K*>(src);
+  for (int64_t i = 0; i < n / kQK_K; ++i)
+    for (int j = 0; j < kQK_K; ++j) dst[i * kQK_K + j] = float(b[i].qs[j]) * b[i].d;
+}
+
+// ggml's dequantize_row_q4_K: the same float operations in the same order.
+inline void dequant_q4_k(const void* src, float* dst, int64_t n) {
+  const auto* b = static_cast<const BlockQ4_K*>(src);
+  for (int64_t i = 0; i < n / kQK_K; ++i) {
+    const float d = f16_to_f32(b[i].d), dmin = f16_to_f32(b[i].dmin);
+    float* y = dst + i * kQK_K;
+    for (int g = 0; g < 4; ++g) {
+      const uint8_t* q = b[i].qs + 32 * g;
+      int sc, m;
+      scale_min_k4(2 * g, b[i].scales, sc, m);
+      const float d1 = d * float(sc), m1 = dmin * float(m);
+      scale_min_k4(2 * g + 1, b[i].scales, sc, m);
+      const float d2 = d * float(sc), m2 = dmin * float(m);
+      for (int l = 0; l < 32; ++l) y[64 * g + l] = d1 * float(q[l] & 0x0f) - m1;
+      for (int l = 0; l < 32; ++l) y[64 * g + 32 + l] = d2 * float(q[l] >> 4) - m2;
+    }
+  }
+}
+
+// ggml's dequantize_row_q6_K.
+inline void dequant_q6_k(const void* src, float* dst, int64_t n) {
+  const auto* b = static_cast<const BlockQ6_K*>(src);
+  for (int64_t i = 0; i < n / kQK_K; ++i) {
+    const float d = f16_to_f32(b[i].d);
+    float* y = dst + i * kQK_K;
+    for (int h = 0; h < 2; ++h) {
+      const uint8_t* ql = b[i].ql + 64 * h;
+      const uint8_t* qh = b[i].qh + 32 * h;
+      const int8_t* sc = b[i].scales + 8 * h;
+      for (int l = 0; l < 32; ++l) {
+        const int is = l / 16;
+        const int q1 = ((ql[l] & 0x0f) | (((qh[l] >> 0) & 3) << 4)) - 32;
+        const int q2 = ((ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4)) - 32;
+        const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+        const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+        y[128 * h + l] = d * float(sc[is]) * float(q1);
+        y[128 * h + l + 32] = d * float(sc[is + 2]) * float(q2);
+        y[128 * h + l + 64] = d * float(sc[is + 4]) * float(q3);
+        y[128 * h + l + 96] = d * float(sc[is + 6]) * float(q4);
+      }
+    }
+  }
+}
+
+// Least-squares fit of x ~ a * q + b over one sub-block, for fixed q.
+// Returns false when q is constant (the fit is undetermined).
+inline bool fit_affine(const float* x, const int* q, int n, float& a, float& b) {
+  double sq = 0, sqq = 0, sx = 0, sqx = 0;
+  for (int t = 0; t < n; ++t) {
+    sq += q[t];
+    sqq += double(q[t]) * q[t];
+    sx += x[t];
+    sqx += double(q[t]) * x[t];
+  }
+  const double det = n * sqq - sq * sq;
+  if (!(det > 0)) return false;
+  a = float((n * sqx - sq * sx) / det);
+  b = float((sx - a * sq) / n);
+  return true;
+}
+
+// Q4_K: per sub-block of 32, x ~ scale * q - min with q in [0, 15] and
+// min >= 0 (ggml's convention: the offset never exceeds 0), refined by two
+// least-squares passes; then the 8 scales and 8 minimums are quantized to
+// 6 bits against the super-block's f16 d and dmin, and q is recomputed with
+// the stored scales.
+inline void quant_q4_k(const float* src, void* dst, int64_t n) {
+  auto* b = static_cast<BlockQ4_K*>(dst);
+  for (int64_t i = 0; i < n / kQK_K; ++i) {
+    const float* x = src + i * kQK_K;
+    float scale[8], mins[8];
+    for (int j = 0; j < 8; ++j) {
+      const float* xs = x + 32 * j;
+      float mn = xs[0], mx = xs[0];
+      for (int t = 1; t < 32; ++t) {
+        mn = std::fmin(mn, xs[t]);
+        mx = std::fmax(mx, xs[t]);
+      }
+      if (!(mn < 0)) mn = 0;
+      float a = (mx - mn) / 15, off = mn;
+      for (int pass = 0; pass < 2 && a > 0; ++pass) {
+        int q[32];
+        for (int t = 0; t < 32; ++t) q[t] = round_clamped((xs[t] - off) / a, 0, 15);
+        float na, nb;
+        if (!fit_affine(xs, q, 32, na, nb) || !(na > 0)) break;
+        if (nb > 0) {  // keep the offset <= 0: refit the scale alone
+          double sqx = 0, sqq = 0;
+          for (int t = 0; t < 32; ++t) {
+            sqx += double(q[t]) * xs[t];
+            sqq += double(q[t]) * q[t];
+          }
+          if (!(sqq > 0) || !(sqx > 0)) break;
+          na = float(sqx / sqq);
+          nb = 0;
+        }
+        // Keep the refinement only where it lowers the squared error.
+        double e_old = 0, e_new = 0;
+        for (int t = 0; t < 32; ++t) {
+          const double r0 = double(a) * q[t] + off - xs[t], r1 = double(na) * q[t] + nb - xs[t];
+          e_old += r0 * r0;
+          e_new += r1 * r1;
+        }
+        if (!(e_new < e_old)) break;
+        a = na;
+        off = nb;
+      }
+      scale[j] = std::isfinite(a) && a > 0 ? a : 0;
+      mins[j] = std::isfinite(off) && off < 0 ? -off : 0;
+    }
+    float max_scale = 0, max_min = 0;
+    for (int j = 0; j < 8; ++j) {
+      max_scale = std::fmax(max_scale, scale[j]);
+      max_min = std::fmax(max_min, mins[j]);
+    }
+    b[i].d = f32_to_f16(max_scale / 63);
+    b[i].dmin = f32_to_f16(max_min / 63);
+    const float d = f16_to_f32(b[i].d), dmin = f16_to_f32(b[i].dmin);
+    std::memset(b[i].scales, 0, sizeof b[i].scales);
+    for (int j = 0; j < 8; ++j) {
+      const int ls = d > 0 ? round_clamped(scale[j] / d, 0, 63) : 0;
+      const int lm = dmin > 0 ? round_clamped(mins[j] / dmin, 0, 63) : 0;
+      if (j < 4) {
+        b[i].scales[j] = uint8_t(ls);
+        b[i].scales[j + 4] = uint8_t(lm);
+      } else {
+        b[i].scales[j + 4] = uint8_t((ls & 0x0f) | ((lm & 0x0f) << 4));
+        b[i].scales[j - 4] |= uint8_t((ls >> 4) << 6);
+        b[i].scales[j] |= uint8_t((lm >> 4) << 6);
+      }
+    }
+    uint8_t q[kQK_K];
+    for (int j = 0; j < 8; ++j) {
+      int sc, m;
+      scale_min_k4(j, b[i].scales, sc, m);
+      const float ds = d * float(sc), dm = dmin * float(m);
+      for (int t = 0; t < 32; ++t)
+        q[32 * j + t] = uint8_t(ds > 0 ? round_clamped((x[32 * j + t] + dm) / ds, 0, 15) : 0);
+    }
+    for (int g = 0; g < 4; ++g)
+      for (int l = 0; l < 32; ++l) b[i].qs[32 * g + l] = uint8_t(q[64 * g + l] | (q[64 * g + 32 + l] << 4));
+  }
+}
+
+// Q6_K: per sub-block of 16, the value of largest magnitude maps to -32
+// (q in [-32, 31], as Q4_0 does with 4 bits); the 16 scales are quantized to
+// int8 against the super-block's f16 d = max |scale| / 127.
+inline void quant_q6_k(const float* src, void* dst, int64_t n) {
+  auto* b = static_cast<BlockQ6_K*>(dst);
+  for (int64_t i = 0; i < n / kQK_K; ++i) {
+    const float* x = src + i * kQK_K;
+    float scale[16];
+    float amax_scale = 0;
+    for (int s = 0; s < 16; ++s) {
+      float amax = 0, max = 0;
+      for (int t = 16 * s; t < 16 * s + 16; ++t) {
+        if (amax < std::fabs(x[t])) {
+          amax = std::fabs(x[t]);
+          max = x[t];
+        }
+      }
+      scale[s] = std::isfinite(max) ? max / -32 : 0;
+      amax_scale = std::fmax(amax_scale, std::fabs(scale[s]));
+    }
+    b[i].d = f32_to_f16(amax_scale / 127);
+    const float d = f16_to_f32(b[i].d);
+    uint8_t L[kQK_K];
+    for (int s = 0; s < 16; ++s) {
+      const int ls = d > 0 ? round_clamped(scale[s] / d, -127, 127) : 0;
+      b[i].scales[s] = int8_t(ls);
+      const float ds = d * float(ls);
+      for (int t = 16 * s; t < 16 * s + 16; ++t)
+        L[t] = uint8_t(ds != 0 ? round_clamped(x[t] / ds, -32, 31) + 32 : 32);
+    }
+    for (int h = 0; h < 2; ++h) {
+      const uint8_t* l0 = L + 128 * h;
+      for (int l = 0; l < 32; ++l) {
+        b[i].ql[64 * h + l] = uint8_t((l0[l] & 0x0f) | ((l0[l + 64] & 0x0f) << 4));
+        b[i].ql[64 * h + 32 + l] = uint8_t((l0[l + 32] & 0x0f) | ((l0[l + 96] & 0x0f) << 4));
+        b[i].qh[32 * h + l] = uint8_t((l0[l] >> 4) | ((l0[l + 32] >> 4) << 2) | ((l0[l + 64] >> 4) << 4) |
+                                      ((l0[l + 96] >> 4) << 6));
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Reference dot products of one weight row with one activation row of nb
+// blocks, the integer sums exact and the blocks accumulated in double.
+
+inline double dot_q8_0_q8_0(const void* w, const void* x, int64_t nb) {
+  const auto* a = static_cast<const BlockQ8_0*>(w);
+  const auto* y = static_cast<const BlockQ8_0*>(x);
+  double s = 0;
+  for (int64_t i = 0; i < nb; ++i) {
+    int isum = 0;
+    for (int j = 0; j < kQK; ++j) isum += int(a[i].qs[j]) * int(y[i].qs[j]);
+    s += double(f16_to_f32(a[i].d)) * double(f16_to_f32(y[i].d)) * isum;
+  }
+  return s;
+}
+
+inline double dot_q4_0_q8_0(const void* w, const void* x, int64_t nb) {
+  const auto* a = static_cast<const BlockQ4_0*>(w);
+  const auto* y = static_cast<const BlockQ8_0*>(x);
+  double s = 0;
+  for (int64_t i = 0; i < nb; ++i) {
+    int isum = 0;
+    for (int j = 0; j < kQK / 2; ++j) {
+      isum += (int(a[i].qs[j] & 0x0f) - 8) * int(y[i].qs[j]);
+      isum += (int(a[i].qs[j] >> 4) - 8) * int(y[i].qs[j + kQK / 2]);
+    }
+    s += double(f16_to_f32(a[i].d)) * double(f16_to_f32(y[i].d)) * isum;
+  }
+  return s;
+}
+
+// sum (q d + m) (qx dx) = d dx sum q qx + m s, with s the block's stored d * sum qx.
+inline double dot_q4_1_q8_1(const void* w, const void* x, int64_t nb) {
+  const auto* a = static_cast<const BlockQ4_1*>(w);
+  const auto* y = static_cast<const BlockQ8_1*>(x);
+  double s = 0;
+  for (int64_t i = 0; i < nb; ++i) {
+    int isum = 0;
+    for (int j = 0; j < kQK / 2; ++j) {
+      isum += int(a[i].qs[j] & 0x0f) * int(y[i].qs[j]);
+      isum += int(a[i].qs[j] >> 4) * int(y[i].qs[j + kQK / 2]);
+    }
+    s += double(f16_to_f32(a[i].d)) * double(f16_to_f32(y[i].d)) * isum +
+         double(f16_to_f32(a[i].m)) * double(f16_to_f32(y[i].s));
+  }
+  return s;
+}
+
+inline double dot_q4_k_q8_k(const void* w, const void* x, int64_t nb) {
+  const auto* a = static_cast<const BlockQ4_K*>(w);
+  const auto* y = static_cast<const BlockQ8_K*>(x);
+  double s = 0;
+  for (int64_t i = 0; i < nb; ++i) {
+    int64_t qsum = 0, msum = 0;
+    for (int j = 0; j < 8; ++j) {
+      int sc, m;
+      scale_min_k4(j, a[i].scales, sc, m);
+      const int g = j / 2, hi = j % 2;
+      int isum = 0, xsum = 0;
+      for (int l = 0; l < 32; ++l) {
+        const uint8_t byte = a[i].qs[32 * g + l];
+        const int q = hi ? byte >> 4 : byte & 0x0f;
+        const int qx = y[i].qs[32 * j + l];
+        isum += q * qx;
+        xsum += qx;
+      }
+      qsum += int64_t(sc) * isum;
+      msum += int64_t(m) * xsum;
+    }
+    s += double(y[i].d) * (double(f16_to_f32(a[i].d)) * double(qsum) - double(f16_to_f32(a[i].dmin)) * double(msum));
+  }
+  return s;
+}
+
+inline double dot_q6_k_q8_k(const void* w, const void* x, int64_t nb) {
+  const auto* a = static_cast<const BlockQ6_K*>(w);
+  const auto* y = static_cast<const BlockQ8_K*>(x);
+  double s = 0;
+  for (int64_t i = 0; i < nb; ++i) {
+    int64_t qsum = 0;
+    for (int h = 0; h < 2; ++h) {
+      const uint8_t* ql = a[i].ql + 64 * h;
+      const uint8_t* qh = a[i].qh + 32 * h;
+      const int8_t* qx = y[i].qs + 128 * h;
+      int sub[8] = {};  // the 8 sub-blocks of 16 of this half
+      for (int l = 0; l < 32; ++l) {
+        const int q1 = ((ql[l] & 0x0f) | (((qh[l] >> 0) & 3) << 4)) - 32;
+        const int q2 = ((ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4)) - 32;
+        const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+        const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+        sub[l / 16] += q1 * qx[l];
+        sub[2 + l / 16] += q2 * qx[l + 32];
+        sub[4 + l / 16] += q3 * qx[l + 64];
+        sub[6 + l / 16] += q4 * qx[l + 96];
+      }
+      for (int t = 0; t < 8; ++t) qsum += int64_t(a[i].scales[8 * h + t]) * sub[t];
+    }
+    s += double(f16_to_f32(a[i].d)) * double(y[i].d) * double(qsum);
+  }
+  return s;
 }
 
 }  // namespace runnel::cpu::quant

@@ -41,12 +41,15 @@ constexpr std::array<DTypeTraits, kNumDTypes> kTraits = {{
     {DType::F16, "f16", 1, 2, true, f16_to_float, f16_from_float, DType::F32},
     {DType::BF16, "bf16", 1, 2, true, bf16_to_float, bf16_from_float, DType::F32},
     {DType::I32, "i32", 1, 4, false, nullptr, nullptr, DType::I32},
-    // Quantized weights dot against f32 activations: the kernels widen each
-    // block in registers, which keeps the small-batch product memory-bound
-    // at 2 threads without an activation quantization error.
-    {DType::Q8_0, "q8_0", 32, 34, true, cpu::quant::dequant_q8_0, cpu::quant::quant_q8_0, DType::F32},
-    {DType::Q4_0, "q4_0", 32, 18, true, cpu::quant::dequant_q4_0, cpu::quant::quant_q4_0, DType::F32},
-    {DType::Q4_1, "q4_1", 32, 20, true, cpu::quant::dequant_q4_1, cpu::quant::quant_q4_1, DType::F32},
+    // Quantized weights: the small-batch product quantizes each row of x to
+    // vec_dot_type (int8 blocks with a scale) and sums in integers.
+    {DType::Q8_0, "q8_0", 32, 34, true, cpu::quant::dequant_q8_0, cpu::quant::quant_q8_0, DType::Q8_0},
+    {DType::Q4_0, "q4_0", 32, 18, true, cpu::quant::dequant_q4_0, cpu::quant::quant_q4_0, DType::Q8_0},
+    {DType::Q4_1, "q4_1", 32, 20, true, cpu::quant::dequant_q4_1, cpu::quant::quant_q4_1, DType::Q8_1},
+    {DType::Q4_K, "q4_k", 256, 144, true, cpu::quant::dequant_q4_k, cpu::quant::quant_q4_k, DType::Q8_K},
+    {DType::Q6_K, "q6_k", 256, 210, true, cpu::quant::dequant_q6_k, cpu::quant::quant_q6_k, DType::Q8_K},
+    {DType::Q8_1, "q8_1", 32, 36, false, cpu::quant::dequant_q8_1, cpu::quant::quant_q8_1, DType::Q8_1},
+    {DType::Q8_K, "q8_k", 256, 292, false, cpu::quant::dequant_q8_k, cpu::quant::quant_q8_k, DType::Q8_K},
 }};
 
 static_assert([] {
@@ -75,7 +78,9 @@ size_t row_bytes(DType t, int64_t n) {
   const DTypeTraits& tr = traits(t);
   if (n < 0 || n % tr.block_size != 0)
     throw Error("a row of " + std::to_string(n) + " " + std::string(tr.name) +
-                " elements is not a whole number of blocks of " + std::to_string(tr.block_size));
+                " elements is not a whole number of blocks of " + std::to_string(tr.block_size) +
+                (tr.block_size == 256 ? " (K-quant rows need a multiple of 256; keep such tensors in another type)"
+                                      : ""));
   const uint64_t blocks = uint64_t(n / tr.block_size);
   if (blocks > (uint64_t(1) << 62) / uint64_t(tr.type_size)) throw Error("row size overflows");
   return size_t(blocks * uint64_t(tr.type_size));

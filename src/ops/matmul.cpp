@@ -1,6 +1,8 @@
-// y = x W^T + b.  Few rows of x: the memory-bound small-batch kernels.  Many
-// rows: oneDNN's matmul primitive (f32), with runnel's blocked kernel as the
-// fallback.  f16/bf16 weights are widened to f32 a panel at a time.
+// y = x W^T + b.  Few rows of x: the memory-bound small-batch kernels (for
+// quantized weights: x's rows quantized to the weight's vec_dot_type, then
+// integer dot products).  Many rows: oneDNN's matmul primitive (f32), with
+// runnel's blocked kernel as the fallback.  f16/bf16 and quantized weights are
+// widened to f32 a panel at a time.
 #include <algorithm>
 #include <string>
 
@@ -34,7 +36,7 @@ Operands check_matmul(const Tensor& x, const Tensor& w, const Tensor* bias, cons
   if (Y.rows != X.rows || Y.n != n)
     throw Error("matmul: y " + y.shape_str() + " must be [" + std::to_string(X.rows) + ", " + std::to_string(n) +
                 "] for x " + x.shape_str() + " and weight " + w.shape_str());
-  if (K().matmul[int(w.dtype())] == nullptr)
+  if (K().matmul[int(w.dtype())] == nullptr && K().qmatmul[int(w.dtype())] == nullptr)
     throw Error("matmul: weights of dtype " + std::string(dtype_name(w.dtype())) + " are not supported");
   if (w.stride_bytes(1) != traits(w.dtype()).type_size)
     throw Error("matmul: weight " + w.shape_str() + " must be contiguous in its last dimension");
@@ -59,7 +61,27 @@ Operands check_matmul(const Tensor& x, const Tensor& w, const Tensor* bias, cons
 constexpr int64_t kRowGrain = 16;
 
 void small_batch(Context& ctx, const Operands& o) {
+  const DType xt = traits(o.wtype).vec_dot_type;
+  auto qfn = K().qmatmul[int(o.wtype)];
+  auto quant = K().from_f32[int(xt)];
+  if (qfn && quant && xt != DType::F32) {
+    // x's rows quantized once per call into scratch (4-byte aligned, as
+    // Q8_K's f32 scale wants), shared by every thread's weight rows.
+    const cpu::MatmulArgs& a = o.a;
+    const size_t xrow = row_bytes(xt, a.k);
+    const int64_t ldxq = int64_t((xrow + 63) / 64 * 64);
+    char* xq = reinterpret_cast<char*>(ctx.scratch((size_t(a.m) * size_t(ldxq) + 3) / 4));
+    ctx.pool.parallel_for(a.m, 1, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) quant(a.x + i * a.ldx, xq + i * ldxq, a.k);
+    });
+    const cpu::QMatmulArgs qa{xq, ldxq, a.w, a.ldw, a.bias, a.y, a.ldy, a.m, a.k};
+    ctx.pool.parallel_for(o.n, kRowGrain, [&](int64_t j0, int64_t j1) { qfn(qa, j0, j1); });
+    return;
+  }
   auto fn = K().matmul[int(o.wtype)];
+  if (!fn)
+    throw Error("matmul: weights of dtype " + std::string(dtype_name(o.wtype)) +
+                " have no small-batch kernel for activations of dtype " + std::string(dtype_name(xt)));
   ctx.pool.parallel_for(o.n, kRowGrain, [&](int64_t j0, int64_t j1) { fn(o.a, j0, j1); });
 }
 

@@ -261,7 +261,7 @@ TEST(GgufTypes, BlockSizesFollowThePublishedFormat) {
 
 TEST(GgufModel, QuantizedTensorsWithoutADtypeAreRefused) {
   test::GgufTempDir d;
-  for (GgmlType q : {GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q4_K}) {
+  for (GgmlType q : {GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q5_K}) {
     const std::string bytes = test::tiny_llama(q).bytes();
     const gguf::File f = gguf::File::parse(bytes.data(), bytes.size(), "q.gguf");
     const gguf::TensorInfo* t = f.find_tensor("blk.0.attn_q.weight");

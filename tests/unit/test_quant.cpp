@@ -50,10 +50,11 @@ TEST(QuantTraits, RowsFollowGgmlLayouts) {
     const char* name;
     int64_t bytes;
     gguf::GgmlType g;
+    DType act;
   };
-  for (const Row& r : {Row{DType::Q8_0, "q8_0", 34, gguf::GgmlType::Q8_0},
-                       Row{DType::Q4_0, "q4_0", 18, gguf::GgmlType::Q4_0},
-                       Row{DType::Q4_1, "q4_1", 20, gguf::GgmlType::Q4_1}}) {
+  for (const Row& r : {Row{DType::Q8_0, "q8_0", 34, gguf::GgmlType::Q8_0, DType::Q8_0},
+                       Row{DType::Q4_0, "q4_0", 18, gguf::GgmlType::Q4_0, DType::Q8_0},
+                       Row{DType::Q4_1, "q4_1", 20, gguf::GgmlType::Q4_1, DType::Q8_1}}) {
     const DTypeTraits& t = traits(r.dt);
     EXPECT_EQ(t.name, r.name);
     EXPECT_EQ(t.block_size, 32);
@@ -61,7 +62,7 @@ TEST(QuantTraits, RowsFollowGgmlLayouts) {
     EXPECT_TRUE(t.is_float);
     EXPECT_NE(t.to_float, nullptr);
     EXPECT_NE(t.from_float, nullptr);
-    EXPECT_EQ(t.vec_dot_type, DType::F32);
+    EXPECT_EQ(t.vec_dot_type, r.act);
     EXPECT_EQ(row_bytes(r.dt, 4096), size_t(128 * r.bytes));
     EXPECT_THROW(row_bytes(r.dt, 48), Error);
     EXPECT_EQ(gguf::ggml_type_of(r.dt), r.g);
@@ -338,17 +339,19 @@ INSTANTIATE_TEST_SUITE_P(Isas, QuantKernelTest,
 // 16-token vocabulary: every matmul weight (and the embedding) stored as
 // `wt`, norms in f32.  The same seed gives the same f32 weights for any `wt`.
 // With `widened`, the matrices are quantized to `wt` and stored back as f32.
-gguf::Writer quant_llama(DType wt, uint32_t seed, bool widened = false) {
+// `hidden` (a multiple of 64; 256 for the K-quants) scales the model: heads of
+// 32, half as many kv heads, ffn 2 * hidden.
+gguf::Writer quant_llama(DType wt, uint32_t seed, bool widened = false, int64_t hidden = 64) {
   gguf::Writer w;
   w.set_string("general.architecture", "llama");
   w.set_string("general.name", "tiny-quant");
-  const int64_t H = 64, F = 128, L = 2, V = 16, KV = 32;
+  const int64_t H = hidden, F = 2 * hidden, L = 2, V = 16, KV = hidden / 2;
   w.set_u32("llama.context_length", 64);
   w.set_u32("llama.embedding_length", uint32_t(H));
   w.set_u32("llama.block_count", uint32_t(L));
   w.set_u32("llama.feed_forward_length", uint32_t(F));
-  w.set_u32("llama.attention.head_count", 2);
-  w.set_u32("llama.attention.head_count_kv", 1);
+  w.set_u32("llama.attention.head_count", uint32_t(H / 32));
+  w.set_u32("llama.attention.head_count_kv", uint32_t(H / 64));
   w.set_f32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
   w.set_f32("llama.rope.freq_base", 10000.0f);
   w.set_u32("llama.rope.dimension_count", 32);
@@ -423,7 +426,10 @@ TEST(QuantGguf, QuantizedLlamaStaysCloseToF32) {
     for (int i = 0; i < 20; ++i) ids.push_back(int32_t((i * 7 + 3) % 16));
     {
       // The kernels and the loader: the same weights widened to f32 in the
-      // file give the same logits up to f32 rounding.
+      // file.  Products of few rows quantize the activations to int8 blocks
+      // for the integer dot products, which costs ~1-2% here (measured 0.013
+      // to 0.023 for q4_0 / q4_1 / q8_0, prompt or decode: how many rows a
+      // prompt's products get depends on the forward pass's batching).
       const std::string wpath = dir.file(std::string(dtype_name(c.dt)) + "-widened.gguf");
       quant_llama(c.dt, 5, true).write(wpath);
       auto wide = Model::load(wpath, o);
@@ -433,8 +439,8 @@ TEST(QuantGguf, QuantizedLlamaStaysCloseToF32) {
       for (int32_t id : {3, 9, 27 % 16}) ed = std::max(ed, norm_err(sq.decode(id), sw.decode(id)));
       std::printf("[ %s ] logits vs the widened f32 file: prompt %.3g, decode %.3g\n",
                   std::string(dtype_name(c.dt)).c_str(), e, ed);
-      EXPECT_LE(e, 1e-5) << dtype_name(c.dt);
-      EXPECT_LE(ed, 1e-5) << dtype_name(c.dt);
+      EXPECT_LE(e, 0.05) << dtype_name(c.dt);
+      EXPECT_LE(ed, 0.05) << dtype_name(c.dt);
     }
     Sequence s0(*ref), s1(*got);
     const double err = norm_err(s1.prefill(ids, Logits::All), s0.prefill(ids, Logits::All));
@@ -456,6 +462,66 @@ TEST(QuantGguf, QuantizedLlamaStaysCloseToF32) {
     EXPECT_LE(err, c.bound) << dtype_name(c.dt);
     EXPECT_LE(dec_err, c.bound) << dtype_name(c.dt);
     EXPECT_GE(agree, c.min_agree) << dtype_name(c.dt);
+  }
+}
+
+TEST(QuantGguf, KQuantLlamaStaysCloseToF32) {
+  // The same checks for Q4_K and Q6_K on a model of hidden 256 (K-quant rows
+  // need multiples of 256; 8 heads, ffn 512).  Bounds from measured values
+  // with about 2x headroom: vs f32, q6_k 0.146 / 0.135 (prompt / decode),
+  // q4_k 0.359 / 0.386, greedy agreement 15 and 9 of 16; vs the widened
+  // file up to 0.036 (Q8_K has one activation scale per 256, so more
+  // activation error than the 32-element types' 0.013-0.023).
+  test::GgufTempDir dir;
+  const int64_t H = 256;
+  const std::string f32_path = dir.file("f32.gguf");
+  quant_llama(DType::F32, 6, false, H).write(f32_path);
+  LoadOptions o;
+  o.threads = 2;
+  auto ref = Model::load(f32_path, o);
+  struct Case {
+    DType dt;
+    double bound;
+    int min_agree;
+  };
+  constexpr int kSteps = 16;
+  for (const Case& c : {Case{DType::Q6_K, 0.3, 11}, Case{DType::Q4_K, 0.8, 6}}) {
+    const std::string name(dtype_name(c.dt));
+    const std::string path = dir.file(name + ".gguf");
+    quant_llama(c.dt, 6, false, H).write(path);
+    auto got = Model::load(path, o);
+    EXPECT_TRUE(got->weights_mapped()) << name;
+    std::vector<int32_t> ids;
+    for (int i = 0; i < 20; ++i) ids.push_back(int32_t((i * 5 + 1) % 16));
+    {
+      const std::string wpath = dir.file(name + "-widened.gguf");
+      quant_llama(c.dt, 6, true, H).write(wpath);
+      auto wide = Model::load(wpath, o);
+      Sequence sq(*got), sw(*wide);
+      const double e = norm_err(sq.prefill(ids, Logits::All), sw.prefill(ids, Logits::All));
+      double ed = 0;
+      for (int32_t id : {3, 9, 11}) ed = std::max(ed, norm_err(sq.decode(id), sw.decode(id)));
+      std::printf("[ %s ] logits vs the widened f32 file: prompt %.3g, decode %.3g\n", name.c_str(), e, ed);
+      EXPECT_LE(e, 0.08) << name;
+      EXPECT_LE(ed, 0.08) << name;
+    }
+    Sequence s0(*ref), s1(*got);
+    const double err = norm_err(s1.prefill(ids, Logits::All), s0.prefill(ids, Logits::All));
+    std::vector<float> l0 = s0.decode(1), l1 = s1.decode(1);
+    double dec_err = norm_err(l1, l0);
+    int agree = 0;
+    for (int t = 0; t < kSteps; ++t) {
+      const int32_t next = argmax(l0);
+      agree += argmax(l1) == next;
+      l0 = s0.decode(next);
+      l1 = s1.decode(next);
+      dec_err = std::max(dec_err, norm_err(l1, l0));
+    }
+    std::printf("[ %s ] logits vs f32: prompt %.4g, decode %.4g; greedy token agrees on %d of %d steps\n",
+                name.c_str(), err, dec_err, agree, kSteps);
+    EXPECT_LE(err, c.bound) << name;
+    EXPECT_LE(dec_err, c.bound) << name;
+    EXPECT_GE(agree, c.min_agree) << name;
   }
 }
 
