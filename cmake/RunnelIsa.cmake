@@ -15,10 +15,14 @@ function(runnel_isa_kernels target)
     add_library(${target}_${isa} OBJECT ${ARG_SOURCES})
     string(TOUPPER ${isa} ISA_UP)
     target_compile_definitions(${target}_${isa} PRIVATE RUNNEL_ISA_${ISA_UP}=1 RUNNEL_ISA_NS=${isa})
-    target_compile_options(${target}_${isa} PRIVATE ${RUNNEL_ISA_FLAGS_${isa}} -Wno-maybe-uninitialized)
+    target_compile_options(${target}_${isa} PRIVATE ${RUNNEL_ISA_FLAGS_${isa}}
+                           $<$<CXX_COMPILER_ID:GNU>:-Wno-maybe-uninitialized>)
     target_include_directories(${target}_${isa} PRIVATE ${PROJECT_SOURCE_DIR}/kernels ${PROJECT_SOURCE_DIR}/include)
     target_link_libraries(${target}_${isa} PRIVATE runnel_warnings)
     list(APPEND objs $<TARGET_OBJECTS:${target}_${isa}>)
+    # src/CMakeLists.txt folds these objects into the runnel library itself,
+    # so that the installed archive is self-contained.
+    set_property(GLOBAL APPEND PROPERTY RUNNEL_ISA_OBJECT_LIBRARIES ${target}_${isa})
   endforeach()
   set(${target}_OBJECTS ${objs} PARENT_SCOPE)
 endfunction()

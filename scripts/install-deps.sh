@@ -7,7 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git python3 python3-venv
   libdnnl-dev libfmt-dev libspdlog-dev libcli11-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev libutf8proc-dev
-  clang libclang-rt-dev
+  clang libclang-rt-dev libomp-dev
 )
 
 SUDO=""

@@ -9,8 +9,8 @@
 namespace runnel::cpu::RUNNEL_ISA_NS {
 namespace {
 
-constexpr int64_t KC = 256;  // k block (floats)
-constexpr int64_t MC = 64;   // m block (rows of x)
+[[maybe_unused]] constexpr int64_t KC = 256;  // k block (floats)
+[[maybe_unused]] constexpr int64_t MC = 64;   // m block (rows of x)
 
 #if defined(RUNNEL_ISA_SCALAR)
 
