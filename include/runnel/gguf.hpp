@@ -8,6 +8,7 @@
 // architecture (llama, bloom and runnel's own opt) and the tensor names.
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -250,6 +251,54 @@ class Writer {
 void write_checkpoint(const Checkpoint& ck, const std::string& path, const Vocab* vocab = nullptr);
 // Adds the tokenizer.ggml.* keys of `vocab` to `w`.
 void write_vocab(Writer& w, const Vocab& vocab);
+
+// ---------------------------------------------------------------------------
+// Quantization (src/gguf/quantize.cpp)
+
+struct QuantizeOptions {
+  // Type of the matrix weights (token embeddings and the LM head included).
+  // Norms, biases and position tables are written as f32.
+  DType type = DType::Q8_0;
+  // Vocabulary to embed: a tokenizer file or folder (tokenizer.model,
+  // vocab.json + merges.txt, tokenizer.json with a byte-level BPE model, or a
+  // GGUF file).  Empty: the checkpoint's own vocabulary, else the tokenizer
+  // found beside it.
+  std::string tokenizer_path;
+  // Receives notes (tensors that fall back to another type, a tokenizer that
+  // cannot be embedded) once the file is written.  Null: notes are dropped.
+  std::function<void(const std::string&)> note;
+};
+
+struct QuantizedTensor {
+  std::string name;     // GGUF name, e.g. "blk.0.attn_q.weight"
+  std::string from;     // source dtype name, e.g. "f32", "q4_1"
+  GgmlType to;          // written type
+  std::vector<int64_t> shape;
+  uint64_t bytes_in = 0;   // bytes in the source
+  uint64_t bytes_out = 0;  // bytes written
+};
+
+struct QuantizeReport {
+  std::vector<QuantizedTensor> tensors;  // in the order written
+  uint64_t weight_bytes_in = 0;   // all source tensors (tied heads counted once)
+  uint64_t weight_bytes_out = 0;  // all written tensors
+  uint64_t file_bytes = 0;        // size of the written file
+  std::string vocab_source;       // where the embedded vocabulary came from, or "" (none)
+};
+
+// The dtype named `name` ("f32", "f16", "q8_0", "q4_0", "q4_1", "q4_k",
+// "q6_k", ...) if this build can quantize to it and GGUF has a type for it.
+// Throws naming `what` (a flag) for unknown names and for types this build
+// lacks ("q4_k: not supported in this build").
+DType quantize_type(std::string_view name, std::string_view what);
+
+// Writes `ck` (any opened checkpoint: f32/f16/bf16 or quantized) as GGUF
+// with its matrix weights in `options.type`, through write_checkpoint (so
+// llama.cpp's layout and the `opt` keys of docs/gguf.md).  A matrix whose row
+// length is not a multiple of the type's block size falls back to q8_0 (rows
+// of 32) or f16, with a note.
+QuantizeReport quantize_checkpoint(const Checkpoint& ck, const std::string& out_path,
+                                   const QuantizeOptions& options);
 
 }  // namespace gguf
 }  // namespace runnel

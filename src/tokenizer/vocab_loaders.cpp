@@ -149,13 +149,20 @@ Tokenizer Tokenizer::from_vocab(const Vocab& v) {
         p.push_back(make_split_pre(kLlama3Pattern, true, SplitBehavior::Isolated, false));
         p.push_back(make_byte_level_pre(false, false));
         m->pre_tokenizer = make_sequence_pre(std::move(p));
+      } else if (pre == "smollm") {
+        // SmolLM / SmolLM2: every digit is its own word, then GPT-2's byte-level split
+        // (Hugging Face: Sequence[Digits(individual_digits), ByteLevel(use_regex)]).
+        std::vector<PreTokenizerPtr> p;
+        p.push_back(make_digits_pre(true));
+        p.push_back(make_byte_level_pre(false, true));
+        m->pre_tokenizer = make_sequence_pre(std::move(p));
       } else if (pre == "bloom") {
         std::vector<PreTokenizerPtr> p;
         p.push_back(make_split_pre(kBloomPattern, true, SplitBehavior::Isolated, false));
         p.push_back(make_byte_level_pre(false, false));
         m->pre_tokenizer = make_sequence_pre(std::move(p));
       } else {
-        throw Error("vocab: tokenizer.ggml.pre = \"" + pre + "\" is not supported (known: default, gpt2, llama3, llama-bpe, bloom)");
+        throw Error("vocab: tokenizer.ggml.pre = \"" + pre + "\" is not supported (known: default, gpt2, llama3, llama-bpe, smollm, bloom)");
       }
       m->decoder = make_byte_level_decoder();
       break;
