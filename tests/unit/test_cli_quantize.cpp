@@ -22,6 +22,7 @@
 #include "runnel/loader.hpp"
 #include "runnel/model.hpp"
 #include "runnel/tokenizer.hpp"
+#include "test_cli_util.hpp"
 #include "test_util.hpp"
 
 namespace {
@@ -30,46 +31,9 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 using namespace runnel;
 
-struct Result {
-  int code = -1;
-  std::string out, err;
-};
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-std::string quote(const std::string& s) {
-  std::string q(1, '\'');
-  for (char c : s) {
-    if (c == '\'')
-      q.append("'\\''");
-    else
-      q.push_back(c);
-  }
-  q.push_back('\'');
-  return q;
-}
-
-Result run_cli(const std::string& args) {
-  const fs::path err =
-      fs::temp_directory_path() / ("runnel-quantize-err-" + std::to_string(::getpid()));
-  const std::string cmd = quote(RUNNEL_CLI_PATH) + " " + args + " 2>" + quote(err.string());
-  Result r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int status = ::pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.err = slurp(err);
-  fs::remove(err);
-  return r;
-}
+using runnel::clitest::quote;
+using runnel::clitest::Result;
+using runnel::clitest::run_cli;
 
 size_t count_lines(const std::string& s) {
   size_t n = 0;
