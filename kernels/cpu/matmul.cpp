@@ -88,7 +88,17 @@ void matmul_kernel(const MatmulArgs& a, int64_t n0, int64_t n1) {
 
 #else
 
-constexpr int64_t kPrefetchBytes = 1024;
+// The weights are read once, RB rows at a time, and those rows lie next to
+// each other.  Each step of a tile prefetches its share of the rows
+// kAheadGroups tiles further on (the same fraction of them as the step is of a
+// row), so one linear prefetch stream runs ahead of the loads whatever the
+// row length: short rows (Q4_0 rows of 2048 are 1152 bytes) included.
+constexpr int64_t kAheadGroups = 2;
+constexpr int64_t kRowPrefetchBytes = 1024;
+RUNNEL_INLINE void prefetch_ahead(const void* row0, int64_t ldw, int rb, int64_t row_off, int64_t step_bytes) {
+  const char* p = static_cast<const char*>(row0) + kAheadGroups * rb * ldw + rb * row_off;
+  for (int64_t o = 0; o < rb * step_bytes; o += 64) prefetch(p + o);
+}
 
 // RB weight rows times XB rows of x, with RB * XB vector accumulators.
 template <class W, int RB, int XB>
@@ -108,8 +118,8 @@ RUNNEL_INLINE void tile(const MatmulArgs& a, int64_t j, int64_t i0) {
   for (int64_t k = 0; k < kv; k += VF::N) {
     VF wv[RB];
     for (int r = 0; r < RB; ++r) {
-      // Prefetch each weight stream well ahead; the rows are read exactly once.
-      prefetch(reinterpret_cast<const char*>(w[r] + k) + kPrefetchBytes);
+      // f32/f16 rows are long enough for one stream each, well ahead.
+      prefetch(reinterpret_cast<const char*>(w[r] + k) + kRowPrefetchBytes);
       wv[r] = W::load(w[r] + k);
     }
     for (int c = 0; c < XB; ++c) {
@@ -220,11 +230,8 @@ RUNNEL_INLINE void qtile(const MatmulArgs& a, int64_t j, int64_t i0) {
   for (int64_t b = 0; b < nb; ++b) {
     VF q[RB][kB];
     float d[RB], m[RB];
-    for (int r = 0; r < RB; ++r) {
-      const char* p = w[r] + b * W::kBytes;
-      prefetch(p + kPrefetchBytes);
-      W::decode(p, q[r], d[r], m[r]);
-    }
+    prefetch_ahead(w[0], a.ldw, RB, b * W::kBytes, W::kBytes);
+    for (int r = 0; r < RB; ++r) W::decode(w[r] + b * W::kBytes, q[r], d[r], m[r]);
     for (int c = 0; c < XB; ++c) {
       VF xv[kB];
       for (int v = 0; v < kB; ++v) xv[v] = VF::load(x[c] + b * QK + v * VF::N);
@@ -358,10 +365,9 @@ RUNNEL_INLINE void q8tile(const QMatmulArgs& a, int64_t j, int64_t i0) {
   for (int64_t b = 0; b < nb; ++b) {
     __m256i u[RB], sg[RB];
     float d[RB], m[RB];
+    prefetch_ahead(w[0], a.ldw, RB, b * W::kBytes, W::kBytes);
     for (int r = 0; r < RB; ++r) {
-      const char* p = w[r] + b * W::kBytes;
-      prefetch(p + kPrefetchBytes);
-      sg[r] = W::decode(p, d[r], m[r]);
+      sg[r] = W::decode(w[r] + b * W::kBytes, d[r], m[r]);
       u[r] = W::kSigned ? _mm256_abs_epi8(sg[r]) : sg[r];
     }
     for (int c = 0; c < XB; ++c) {
@@ -415,11 +421,8 @@ RUNNEL_INLINE void q4ktile(const QMatmulArgs& a, int64_t j, int64_t i0) {
   const int64_t nb = a.k / quant::kQK_K;
   for (int64_t b = 0; b < nb; ++b) {
     int sc[RB][8], mn[RB][8];
+    prefetch_ahead(w[0], a.ldw, RB, b * int64_t(sizeof(BlockQ4_K)), sizeof(BlockQ4_K));
     for (int r = 0; r < RB; ++r) {
-      const char* p = reinterpret_cast<const char*>(w[r] + b);
-      prefetch(p + kPrefetchBytes);
-      prefetch(p + kPrefetchBytes + 64);
-      prefetch(p + kPrefetchBytes + 128);
       for (int s = 0; s < 8; ++s) quant::scale_min_k4(s, w[r][b].scales, sc[r][s], mn[r][s]);
     }
     __m256i iacc[RB][XB];
@@ -482,12 +485,8 @@ RUNNEL_INLINE void q6ktile(const QMatmulArgs& a, int64_t j, int64_t i0) {
   const int64_t nb = a.k / quant::kQK_K;
   for (int64_t b = 0; b < nb; ++b) {
     __m256i iacc[RB][XB];
+    prefetch_ahead(w[0], a.ldw, RB, b * int64_t(sizeof(BlockQ6_K)), sizeof(BlockQ6_K));
     for (int r = 0; r < RB; ++r) {
-      const char* p = reinterpret_cast<const char*>(w[r] + b);
-      prefetch(p + kPrefetchBytes);
-      prefetch(p + kPrefetchBytes + 64);
-      prefetch(p + kPrefetchBytes + 128);
-      prefetch(p + kPrefetchBytes + 192);
       // The offset: -32 * sum over sub-blocks of scale * sum(x).
       const __m256i sc16 = _mm256_cvtepi8_epi16(qsimd::load16(w[r][b].scales));
       for (int c = 0; c < XB; ++c) {
