@@ -46,6 +46,24 @@ struct QMatmulArgs {
 };
 using QMatmulFn = void (*)(const QMatmulArgs& a, int64_t n0, int64_t n1);
 
+// Many rows of x against block-quantized weights (Q8_0, Q4_0, Q4_1): x's
+// rows quantized by qgemm_quant to int8 per block of 32, with per-block
+// scales d (f16-exact) and s = d * sum(q).
+struct QGemmArgs {
+  const int8_t* xq;   // [m, k] int8, rows ldxq bytes apart
+  int64_t ldxq;
+  const float* xd;    // [m, k / 32] block scales, rows ldxs floats apart
+  const float* xs;    // [m, k / 32] d * sum(q)
+  int64_t ldxs;
+  const void* w;      // [n, k] weight dtype, rows ldw bytes apart
+  int64_t ldw;
+  const float* bias;  // [n] f32 or null
+  float* y;           // [m, n] f32, rows ldy floats apart
+  int64_t ldy;
+  int64_t m, k;
+};
+using QGemmFn = void (*)(const QGemmArgs& a, int64_t n0, int64_t n1);
+
 using runnel::Activation;
 using runnel::RopeStyle;
 
@@ -84,6 +102,10 @@ struct KernelTable {
   // ops::matmul prefers qmatmul where both exist.
   MatmulFn matmul[kNumDTypes];
   QMatmulFn qmatmul[kNumDTypes];
+  // Large products with quantized weights over int8 activations (null where
+  // this ISA has none), and the row quantizer they take x from.
+  QGemmFn qgemm[kNumDTypes];
+  void (*qgemm_quant)(const float* x, int8_t* q, float* d, float* s, int64_t k);
   // Large products with f32 weights, blocked for cache (the oneDNN fallback).
   MatmulFn gemm_f32;
   // y = x / rms(x) * w (w may be null)
@@ -127,6 +149,7 @@ void select_isa(Isa isa);
   X(convert)                     \
   X(matmul)                      \
   X(gemm)                        \
+  X(qgemm)                       \
   X(norm)                        \
   X(rope)                        \
   X(softmax)                     \

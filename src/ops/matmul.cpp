@@ -145,12 +145,33 @@ void f32_panels(Context& ctx, const Operands& o, F&& panel) {
   }
 }
 
+// Many rows against Q8_0/Q4_0/Q4_1 weights: x quantized to int8 per block
+// once per call, then the int8 kernel over panels of repacked weights.
+void quantized_gemm(Context& ctx, const Operands& o, cpu::QGemmFn fn) {
+  const cpu::MatmulArgs& a = o.a;
+  const int64_t nb = a.k / 32, ldxq = (a.k + 63) / 64 * 64;
+  const size_t xq_floats = (size_t(a.m) * size_t(ldxq) + 3) / 4;
+  float* buf = ctx.scratch(xq_floats + 2 * size_t(a.m) * size_t(nb));
+  auto* xq = reinterpret_cast<int8_t*>(buf);
+  float* xd = buf + xq_floats;
+  float* xs = xd + size_t(a.m) * size_t(nb);
+  auto quant = K().qgemm_quant;
+  ctx.pool.parallel_for(a.m, 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) quant(a.x + i * a.ldx, xq + i * ldxq, xd + i * nb, xs + i * nb, a.k);
+  });
+  const cpu::QGemmArgs qa{xq, ldxq, xd, xs, nb, a.w, a.ldw, a.bias, a.y, a.ldy, a.m, a.k};
+  // Tasks of whole 32-column panels.
+  ctx.pool.parallel_for(o.n, 32, [&](int64_t j0, int64_t j1) { fn(qa, j0, j1); });
+}
+
 }  // namespace
 
 void matmul(Context& ctx, const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) {
   const Operands o = check_matmul(x, w, bias, y);
   if (o.a.m == 0 || o.n == 0) return;
   if (o.a.m < ctx.gemm_min_rows) return small_batch(ctx, o);
+  if (auto qg = K().qgemm[int(o.wtype)]; ctx.use_qgemm && qg && K().qgemm_quant && o.a.k % 32 == 0)
+    return quantized_gemm(ctx, o, qg);
 #if defined(RUNNEL_WITH_DNNL)
   if (ctx.use_dnnl && o.a.k > 0) {
     f32_panels(ctx, o, [&](int64_t j0, int64_t nc, const float* wp, int64_t ldw) {

@@ -176,6 +176,73 @@ TEST_P(QuantDotTest, QMatmulAgainstReferences) {
   }
 }
 
+// The many-row int8 kernel (qgemm) and its row quantizer: every ISA that has
+// them against the scalar reference (the quantizer bit for bit), and the
+// reference against the exact product of the dequantized operands.
+TEST_P(QuantDotTest, QGemmAgainstReferences) {
+  ASSERT_NE(ref->qgemm_quant, nullptr);
+  if (k->qgemm_quant == nullptr) GTEST_SKIP() << cpu::isa_name(GetParam()) << " has no int8 GEMM (f32 path)";
+  constexpr double kTol = 2e-6;
+  for (DType dt : {DType::Q8_0, DType::Q4_0, DType::Q4_1}) {
+    ASSERT_NE(k->qgemm[int(dt)], nullptr) << dtype_name(dt);
+    ASSERT_NE(ref->qgemm[int(dt)], nullptr) << dtype_name(dt);
+    for (int64_t kk : {32, 96, 576}) {
+      const int64_t nb = kk / 32;
+      for (int64_t n : {1, 17, 33, 70}) {
+        for (int64_t m : {1, 5, 9}) {
+          const int64_t ldxq = kk + 20, ldxs = nb + 3, ldw = int64_t(row_bytes(dt, kk)) + 6, ldy = n + 3;
+          const auto xf = activations(size_t(m * kk), uint32_t(kk + 10 * n + m));
+          const auto wf = random_floats(size_t(n * kk), uint32_t(3 * kk + n), -1, 1.5f);
+          const auto bias = random_floats(size_t(n), 9);
+          std::vector<uint8_t> w(size_t(n * ldw), 0x5a);
+          for (int64_t j = 0; j < n; ++j) traits(dt).from_float(wf.data() + j * kk, w.data() + j * ldw, kk);
+          std::vector<int8_t> xq(size_t(m * ldxq), 0x33), xq_ref(xq);
+          auto xd = poisoned(size_t(m * ldxs)), xs = poisoned(size_t(m * ldxs));
+          auto xd_ref = xd, xs_ref = xs;
+          for (int64_t i = 0; i < m; ++i) {
+            k->qgemm_quant(xf.data() + i * kk, xq.data() + i * ldxq, xd.data() + i * ldxs, xs.data() + i * ldxs, kk);
+            ref->qgemm_quant(xf.data() + i * kk, xq_ref.data() + i * ldxq, xd_ref.data() + i * ldxs,
+                             xs_ref.data() + i * ldxs, kk);
+            for (int64_t b = 0; b < nb; ++b) {
+              ASSERT_EQ(xd[size_t(i * ldxs + b)], xd_ref[size_t(i * ldxs + b)]) << "row " << i << " block " << b;
+              ASSERT_EQ(xs[size_t(i * ldxs + b)], xs_ref[size_t(i * ldxs + b)]) << "row " << i << " block " << b;
+            }
+          }
+          ASSERT_EQ(xq, xq_ref);
+          auto y = poisoned(size_t(m * ldy)), yr = poisoned(size_t(m * ldy));
+          cpu::QGemmArgs a{xq.data(), ldxq, xd.data(), xs.data(), ldxs, w.data(), ldw, bias.data(), y.data(), ldy, m, kk};
+          k->qgemm[int(dt)](a, 0, n / 2);
+          k->qgemm[int(dt)](a, n / 2, n);
+          a.y = yr.data();
+          ref->qgemm[int(dt)](a, 0, n);
+          for (int64_t i = 0; i < m; ++i) {
+            for (int64_t j = 0; j < n; ++j) {
+              const auto wd = dequant(dt, w.data() + j * ldw, kk);
+              double exact = bias[size_t(j)], scale = std::fabs(bias[size_t(j)]);
+              for (int64_t t = 0; t < kk; ++t) {
+                const double xv = double(xq[size_t(i * ldxq + t)]) * double(xd[size_t(i * ldxs + t / 32)]);
+                exact += double(wd[size_t(t)]) * xv;
+                scale += std::fabs(double(wd[size_t(t)]) * xv);
+              }
+              // s = d * sum(q) is an f32 product: relative error 2^-24 times |c|.
+              double extra = 0;
+              for (int64_t b = 0; b < nb; ++b) extra += 8 * std::fabs(double(xs[size_t(i * ldxs + b)])) * 0x1p-23;
+              const float got = y[size_t(i * ldy + j)], want = yr[size_t(i * ldy + j)];
+              const std::string where = std::string(dtype_name(dt)) + " k=" + std::to_string(kk) +
+                                        " n=" + std::to_string(n) + " m=" + std::to_string(m) + " y[" +
+                                        std::to_string(i) + "," + std::to_string(j) + "]";
+              ASSERT_TRUE(std::isfinite(got)) << where;
+              EXPECT_LE(std::fabs(double(got) - double(want)), kTol * scale + extra + 1e-30) << where;
+              EXPECT_LE(std::fabs(double(want) - exact), kTol * scale + extra + 1e-30) << where;
+            }
+            for (int64_t j = n; j < ldy && i + 1 < m; ++j) EXPECT_TRUE(std::isnan(y[size_t(i * ldy + j)]));
+          }
+        }
+      }
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Isas, QuantDotTest,
                          ::testing::Values(cpu::Isa::Scalar, cpu::Isa::Avx2, cpu::Isa::Avx512),
                          [](const auto& info) { return std::string(cpu::isa_name(info.param)); });
@@ -188,7 +255,8 @@ INSTANTIATE_TEST_SUITE_P(Isas, QuantDotTest,
 TEST(QuantDot, OpAgainstF32Activations) {
   Context ctx(2);
   const int64_t kk = 2048, n = 37;
-  for (int64_t m : {1, 3, 15}) {
+  // 70 rows take the many-row path (int8 GEMM where the CPU has one).
+  for (int64_t m : {1, 3, 15, 70}) {
     for (DType dt : kWeightTypes) {
       const DType xt = traits(dt).vec_dot_type;
       const int64_t bx = traits(xt).block_size;
