@@ -63,7 +63,31 @@ RUNNEL_INLINE VF load_v(const char* row, int64_t d) {
   else return VF::load(reinterpret_cast<const float*>(row) + d);
 }
 
-template <bool F16>
+// scores[t] = exp(scores[t] - max) over t < n; returns the sum.
+RUNNEL_INLINE float softmax_exp(float* scores, int64_t n) {
+  const int64_t nv = n - n % VF::N;
+  VF mv = VF::set1(-INFINITY);
+  for (int64_t t = 0; t < nv; t += VF::N) mv = max(mv, VF::load(scores + t));
+  float mx = mv.reduce_max();
+  for (int64_t t = nv; t < n; ++t) mx = scores[t] > mx ? scores[t] : mx;
+  const VF m = VF::set1(mx);
+  VF sv = VF::zero();
+  for (int64_t t = 0; t < nv; t += VF::N) {
+    const VF e = exp(VF::load(scores + t) - m);
+    e.store(scores + t);
+    sv = sv + e;
+  }
+  float sum = sv.reduce_add();
+  for (int64_t t = nv; t < n; ++t) {
+    scores[t] = std::exp(scores[t] - mx);
+    sum += scores[t];
+  }
+  return sum;
+}
+
+// NV > 0: head_dim is NV vectors, and the query and the output row stay in
+// registers.  NV == 0: any head_dim, through memory.
+template <bool F16, int NV>
 void attention_t(const AttentionArgs& a, int64_t h0, int64_t h1, float* scores) {
   const int64_t group = a.n_heads / a.n_kv_heads;
   const int64_t D = a.head_dim, Dv = D - D % VF::N;
@@ -75,38 +99,62 @@ void attention_t(const AttentionArgs& a, int64_t h0, int64_t h1, float* scores) 
       const float* q = a.q + i * a.q_tok_stride + h * D;
       float* out = a.out + i * a.out_tok_stride + h * D;
       const int64_t n_kv = a.pos0 + i + 1;
-      float mx = -INFINITY;
-      for (int64_t t = 0; t < n_kv; ++t) {
-        const char* k = kv_row(a, a.k, t, kh);
-        VF acc = VF::zero();
-        for (int64_t d = 0; d < Dv; d += VF::N) acc = fma(VF::load(q + d), load_v<F16>(k, d), acc);
-        float s = acc.reduce_add();
-        for (int64_t d = Dv; d < D; ++d) s += q[d] * load_kv(k, dt, d);
-        s = s * a.scale + slope * float(t);
-        scores[t] = s;
-        mx = s > mx ? s : mx;
+      if constexpr (NV > 0) {
+        VF qv[NV];
+        for (int v = 0; v < NV; ++v) qv[v] = VF::load(q + v * VF::N);
+        for (int64_t t = 0; t < n_kv; ++t) {
+          const char* k = kv_row(a, a.k, t, kh);
+          VF acc = qv[0] * load_v<F16>(k, 0);
+          for (int v = 1; v < NV; ++v) acc = fma(qv[v], load_v<F16>(k, v * VF::N), acc);
+          scores[t] = acc.reduce_add() * a.scale + slope * float(t);
+        }
+      } else {
+        for (int64_t t = 0; t < n_kv; ++t) {
+          const char* k = kv_row(a, a.k, t, kh);
+          VF acc = VF::zero();
+          for (int64_t d = 0; d < Dv; d += VF::N) acc = fma(VF::load(q + d), load_v<F16>(k, d), acc);
+          float s = acc.reduce_add();
+          for (int64_t d = Dv; d < D; ++d) s += q[d] * load_kv(k, dt, d);
+          scores[t] = s * a.scale + slope * float(t);
+        }
       }
-      float sum = 0;
-      for (int64_t t = 0; t < n_kv; ++t) {
-        scores[t] = std::exp(scores[t] - mx);
-        sum += scores[t];
-      }
-      const float inv = 1.0f / sum;
-      std::memset(out, 0, sizeof(float) * size_t(D));
-      for (int64_t t = 0; t < n_kv; ++t) {
-        const char* v = kv_row(a, a.v, t, kh);
-        const float p = scores[t] * inv;
-        const VF vp = VF::set1(p);
-        for (int64_t d = 0; d < Dv; d += VF::N) fma(vp, load_v<F16>(v, d), VF::load(out + d)).store(out + d);
-        for (int64_t d = Dv; d < D; ++d) out[d] += p * load_kv(v, dt, d);
+      const float inv = 1.0f / softmax_exp(scores, n_kv);
+      if constexpr (NV > 0) {
+        VF o[NV];
+        for (int v = 0; v < NV; ++v) o[v] = VF::zero();
+        for (int64_t t = 0; t < n_kv; ++t) {
+          const char* vr = kv_row(a, a.v, t, kh);
+          const VF p = VF::set1(scores[t]);
+          for (int v = 0; v < NV; ++v) o[v] = fma(p, load_v<F16>(vr, v * VF::N), o[v]);
+        }
+        const VF iv = VF::set1(inv);
+        for (int v = 0; v < NV; ++v) (o[v] * iv).store(out + v * VF::N);
+      } else {
+        std::memset(out, 0, sizeof(float) * size_t(D));
+        for (int64_t t = 0; t < n_kv; ++t) {
+          const char* v = kv_row(a, a.v, t, kh);
+          const float p = scores[t] * inv;
+          const VF vp = VF::set1(p);
+          for (int64_t d = 0; d < Dv; d += VF::N) fma(vp, load_v<F16>(v, d), VF::load(out + d)).store(out + d);
+          for (int64_t d = Dv; d < D; ++d) out[d] += p * load_kv(v, dt, d);
+        }
       }
     }
   }
 }
 
+template <bool F16>
+void attention_dt(const AttentionArgs& a, int64_t h0, int64_t h1, float* scores) {
+  switch (a.head_dim) {
+    case 4 * VF::N: return attention_t<F16, 4>(a, h0, h1, scores);
+    case 8 * VF::N: return attention_t<F16, 8>(a, h0, h1, scores);
+    default: return attention_t<F16, 0>(a, h0, h1, scores);
+  }
+}
+
 void attention(const AttentionArgs& a, int64_t h0, int64_t h1, float* scores) {
-  if (a.kv_dtype == DType::F16) attention_t<true>(a, h0, h1, scores);
-  else attention_t<false>(a, h0, h1, scores);
+  if (a.kv_dtype == DType::F16) attention_dt<true>(a, h0, h1, scores);
+  else attention_dt<false>(a, h0, h1, scores);
 }
 
 #endif
