@@ -92,9 +92,10 @@ dnnl::engine& engine() {
   return e;
 }
 
-// y[:, j0:j0+nc] = x w_f32[nc, k]^T + b, w_f32 rows ldw floats apart.
-void dnnl_f32(Context& ctx, const cpu::MatmulArgs& a, const float* w, int64_t ldw, const float* bias,
-              float* y, int64_t nc) {
+// y[:, j0:j0+nc] = x w_f32[nc, k]^T + b, w_f32 rows ldw floats apart, on
+// the calling thread (one OpenMP thread: oneDNN's own threads would spin
+// between calls on the cores the pool's workers need).
+void dnnl_f32_1t(const cpu::MatmulArgs& a, const float* w, int64_t ldw, const float* bias, float* y, int64_t nc) {
   using dt = dnnl::memory::data_type;
   using md = dnnl::memory::desc;
   const md src({a.m, a.k}, dt::f32, {a.ldx, 1});
@@ -108,7 +109,7 @@ void dnnl_f32(Context& ctx, const cpu::MatmulArgs& a, const float* w, int64_t ld
   dnnl::memory mw(wei, engine(), const_cast<float*>(w));
   dnnl::memory md_(dst, engine(), y);
   dnnl::stream s(engine());
-  omp_set_num_threads(ctx.pool.size());
+  omp_set_num_threads(1);
   if (bias) {
     dnnl::memory mb(bia, engine(), const_cast<float*>(bias));
     prim.execute(s, {{DNNL_ARG_SRC, ms}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_BIAS, mb}, {DNNL_ARG_DST, md_}});
@@ -116,6 +117,14 @@ void dnnl_f32(Context& ctx, const cpu::MatmulArgs& a, const float* w, int64_t ld
     prim.execute(s, {{DNNL_ARG_SRC, ms}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DST, md_}});
   }
   s.wait();
+}
+
+// The columns split over the pool's threads, each running oneDNN alone.
+void dnnl_f32(Context& ctx, const cpu::MatmulArgs& a, const float* w, int64_t ldw, const float* bias,
+              float* y, int64_t nc) {
+  ctx.pool.parallel_for(nc, 64, [&](int64_t j0, int64_t j1) {
+    dnnl_f32_1t(a, w + j0 * ldw, ldw, bias ? bias + j0 : nullptr, y + j0, j1 - j0);
+  });
 }
 
 #endif
