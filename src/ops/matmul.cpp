@@ -1,8 +1,9 @@
 // y = x W^T + b.  Few rows of x: the memory-bound small-batch kernels (for
 // quantized weights: x's rows quantized to the weight's vec_dot_type, then
-// integer dot products).  Many rows: oneDNN's matmul primitive (f32), with
-// runnel's blocked kernel as the fallback.  f16/bf16 and quantized weights are
-// widened to f32 a panel at a time.
+// integer dot products).  Many rows: Q8_0/Q4_0/Q4_1 weights through the int8
+// GEMM (AVX-512 VNNI); others through oneDNN's matmul primitive (f32) run on
+// the pool's threads, with runnel's blocked kernel as the fallback.  f16/bf16
+// and the other quantized weights are widened to f32 a panel at a time.
 #include <algorithm>
 #include <string>
 
