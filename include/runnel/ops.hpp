@@ -49,6 +49,9 @@ struct RopeConfig {
   int64_t original_max_positions = 8192;
   // dynamic: scaling starts once the sequence exceeds this
   int64_t max_positions = 2048;
+  // Empty, or rot_dim / 2 divisors of the inverse frequencies, applied after
+  // the scaling above (GGUF's rope_freqs.weight, as LLaMA 3.1 files carry).
+  std::vector<float> freq_factors;
 };
 
 namespace ops {
@@ -62,7 +65,8 @@ void layernorm(Context& ctx, const Tensor& x, const Tensor* w, const Tensor* b, 
                float eps);
 
 // Inverse frequencies [rot_dim / 2] as HF transformers computes them, for a
-// sequence of `seq_len` tokens (which only matters for dynamic scaling).
+// sequence of `seq_len` tokens (which only matters for dynamic scaling),
+// each divided by its freq_factors entry when there are any (as llama.cpp).
 std::vector<float> rope_inv_freq(const RopeConfig& cfg, int64_t seq_len);
 // Rotates x [n_tok, n_heads, head_dim] f32 in place; token t sits at
 // positions[t].  Only the first rot_dim = 2 * inv_freq.size() dims rotate.

@@ -29,6 +29,7 @@ namespace {
 using model::Slot;
 
 constexpr int64_t kMaxCount = int64_t(1) << 24;
+constexpr const char* kRopeFreqs = "rope_freqs.weight";
 
 // Reads integer metadata and checks its range before it is used.
 struct Meta {
@@ -116,6 +117,34 @@ void special_ids(const File& f, ModelConfig& c) {
   }
 }
 
+// rope_freqs.weight: f32 [rot_dim / 2] divisors of the RoPE inverse
+// frequencies (llama.cpp's converter writes them for LLaMA 3.1's "llama3"
+// scaling).  Empty when the file has none.
+std::vector<float> rope_freqs(const File& f, int64_t rot_dim) {
+  const TensorInfo* t = f.find_tensor(kRopeFreqs);
+  if (!t) return {};
+  const int64_t half = rot_dim / 2;
+  if (t->type->type != GgmlType::F32)
+    f.fail(fmt::format("tensor \"{}\": type {} (expected F32)", kRopeFreqs, t->type->name),
+           t->info_offset);
+  if (t->shape.size() != 1 || t->shape[0] != half) {
+    std::string shape;
+    for (int64_t d : t->shape) shape += fmt::format("{}{}", shape.empty() ? "" : ", ", d);
+    f.fail(fmt::format("tensor \"{}\": shape [{}] (expected [{}], half the {} rotary dims)",
+                       kRopeFreqs, shape, half, rot_dim),
+           t->info_offset);
+  }
+  const uint8_t* p = f.tensor_data(*t);  // checks that the data lies in the file
+  std::vector<float> out(static_cast<size_t>(half));
+  std::memcpy(out.data(), p, out.size() * sizeof(float));  // the data may be unaligned
+  for (size_t i = 0; i < out.size(); ++i)
+    if (!(out[i] > 0.0f) || !std::isfinite(out[i]))
+      f.fail(fmt::format("tensor \"{}\": factor [{}] = {:g} must be finite and positive",
+                         kRopeFreqs, i, out[i]),
+             t->info_offset);
+  return out;
+}
+
 void read_llama(const Meta& m, ModelConfig& c) {
   read_sizes(m, c);
   c.max_positions = m.count("context_length", 1, int64_t(1) << 24);
@@ -152,10 +181,7 @@ void read_llama(const Meta& m, ModelConfig& c) {
   if (m.f.find(m.arch + "rope.scaling.original_context_length"))
     c.rope.original_max_positions =
         m.count("rope.scaling.original_context_length", 1, int64_t(1) << 24);
-  if (m.f.find_tensor("rope_freqs.weight"))
-    throw Error(m.f.source() +
-                ": tensor \"rope_freqs.weight\" (per-dimension RoPE factors, as in LLaMA 3.1 "
-                "files) is not supported yet");
+  c.rope.freq_factors = rope_freqs(m.f, c.rope.rot_dim);
 
   c.qkv_layout = QkvLayout::Separate;
   c.qkv_bias = bias_if(m.f, Slot::QBias);
@@ -245,9 +271,11 @@ constexpr ArchReader kArchReaders[] = {
     {"opt", read_opt},
 };
 
-// Tensors some converters write that the graph does not use.
-bool ignorable(std::string_view name) {
-  return model::name_matches("blk.{}.attn_rot_embd.weight", name);
+// Tensors the graph does not use as weights: some converters' leftovers, and
+// rope_freqs.weight, which model_config reads into RopeConfig::freq_factors.
+bool ignorable(std::string_view name, const ModelConfig& c) {
+  return model::name_matches("blk.{}.attn_rot_embd.weight", name) ||
+         (name == kRopeFreqs && c.family == "llama");
 }
 
 std::string printable(std::string_view s) {
@@ -361,7 +389,7 @@ void load_checkpoint(const std::string& path, Checkpoint& ck) {
   ck.weights.keep_alive(mapped);
 
   for (const TensorInfo& t : f.tensors()) {
-    if (ignorable(t.name)) continue;
+    if (ignorable(t.name, ck.config)) continue;
     Slot slot;
     int64_t layer = 0;
     if (!parse_tensor_name(t.name, &slot, &layer))

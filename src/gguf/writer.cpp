@@ -219,6 +219,22 @@ std::string permute_rows(const Tensor& t, F src) {
   return out;
 }
 
+// rope_freqs.weight for `rope` (the file keeps only linear scaling as keys):
+// llama3 scaling as its per-dimension divisors, base inverse frequency over
+// scaled, as llama.cpp's converter writes them; times the factors `rope`
+// already carries (a GGUF written again).  Empty when there are none.
+std::vector<float> rope_freqs(const RopeConfig& rope) {
+  if (rope.scaling != RopeScaling::Llama3) return rope.freq_factors;
+  RopeConfig plain = rope;
+  plain.scaling = RopeScaling::None;
+  plain.freq_factors.clear();
+  const std::vector<float> base = ops::rope_inv_freq(plain, 1);
+  const std::vector<float> scaled = ops::rope_inv_freq(rope, 1);
+  std::vector<float> out(base.size());
+  for (size_t i = 0; i < out.size(); ++i) out[i] = base[i] / scaled[i];
+  return out;
+}
+
 void set_common(Writer& w, const std::string& a, const ModelConfig& c) {
   w.set_u32(a + ".embedding_length", uint32_t(c.hidden_size));
   w.set_u32(a + ".block_count", uint32_t(c.n_layers));
@@ -252,9 +268,12 @@ void write_checkpoint(const Checkpoint& ck, const std::string& path, const Vocab
     if (c.rope.scaling == RopeScaling::Linear) {
       w.set_string("llama.rope.scaling.type", "linear");
       w.set_f32("llama.rope.scaling.factor", c.rope.factor);
-    } else if (c.rope.scaling != RopeScaling::None) {
-      unsupported(fmt::format("RoPE scaling \"{}\"", to_string(c.rope.scaling)));
+    } else if (c.rope.scaling == RopeScaling::Dynamic) {
+      unsupported("RoPE scaling \"dynamic\" (llama.cpp's GGUF has no key for dynamic NTK scaling)");
     }
+    if (std::vector<float> factors = rope_freqs(c.rope); !factors.empty())
+      w.add_tensor("rope_freqs.weight", GgmlType::F32, {int64_t(factors.size())}, factors.data(),
+                   factors.size() * sizeof(float));
     if (c.rope_style == RopeStyle::NeoX) {
       if (c.rope.rot_dim != c.head_dim) unsupported("partial rotary embeddings");
       permute_qk = true;

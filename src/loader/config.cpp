@@ -135,6 +135,15 @@ void ModelConfig::validate() const {
         range("rope_scaling.original_max_position_embeddings", rope.original_max_positions, 1,
               kMaxPositions);
       }
+      if (!rope.freq_factors.empty()) {
+        if (int64_t(rope.freq_factors.size()) != rope.rot_dim / 2)
+          fail(fmt::format("rope_freqs: {} frequency factors for {} rotary dims (expected {})",
+                           rope.freq_factors.size(), rope.rot_dim, rope.rot_dim / 2));
+        for (size_t i = 0; i < rope.freq_factors.size(); ++i)
+          if (!(rope.freq_factors[i] > 0.0f) || !std::isfinite(rope.freq_factors[i]))
+            fail(fmt::format("rope_freqs[{}] = {:g} must be finite and positive", i,
+                             rope.freq_factors[i]));
+      }
       break;
     case PositionKind::Alibi:
       break;
@@ -156,9 +165,13 @@ std::string ModelConfig::describe() const {
   s += fmt::format("positions {}", to_string(position));
   if (position == PositionKind::Learned)
     s += fmt::format(" (max {}, offset {})", max_positions, position_offset);
-  if (position == PositionKind::Rope)
-    s += fmt::format(" ({}, theta {:g}, dims {}, scaling {} x{:g})", to_string(rope_style),
+  if (position == PositionKind::Rope) {
+    s += fmt::format(" ({}, theta {:g}, dims {}, scaling {} x{:g}", to_string(rope_style),
                      rope.theta, rope.rot_dim, to_string(rope.scaling), rope.factor);
+    if (!rope.freq_factors.empty())
+      s += fmt::format(", {} frequency factors", rope.freq_factors.size());
+    s += ")";
+  }
   s += "\n";
   s += fmt::format("qkv {} (bias {}), out bias {}, mlp {} {} (bias {}), lm head {}\n",
                    to_string(qkv_layout), qkv_bias == Bias::Present, out_bias == Bias::Present,

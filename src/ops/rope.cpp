@@ -53,6 +53,19 @@ std::vector<float> rope_inv_freq(const RopeConfig& cfg, int64_t seq_len) {
       break;
     }
   }
+  if (!cfg.freq_factors.empty()) {
+    if (int64_t(cfg.freq_factors.size()) != half)
+      throw Error("rope: " + std::to_string(cfg.freq_factors.size()) +
+                  " frequency factors (rope_freqs) for rotary dimension " +
+                  std::to_string(cfg.rot_dim) + ": expected rot_dim / 2 = " + std::to_string(half));
+    for (int64_t i = 0; i < half; ++i) {
+      const float f = cfg.freq_factors[size_t(i)];
+      if (!(f > 0.0f) || !std::isfinite(f))
+        throw Error("rope: frequency factor (rope_freqs) [" + std::to_string(i) +
+                    "] = " + std::to_string(f) + " must be finite and positive");
+      inv[size_t(i)] /= f;
+    }
+  }
   return inv;
 }
 

@@ -94,9 +94,9 @@ const char* const kVariants[] = {
     "opt-prenorm",       "opt-350m-style",        "llama-mha",    "llama-gqa-tied-llama3",
     "llama-linear-bias", "llama-dynamic-headdim", "bloom-6heads", "bloom-4heads",
 };
-// RoPE scalings GGUF's llama keys cannot carry (llama3 needs llama.cpp's
-// rope_freqs.weight, dynamic NTK has no key): the writer refuses them.
-const std::set<std::string> kNotWritable = {"llama-gqa-tied-llama3", "llama-dynamic-headdim"};
+// RoPE scalings GGUF cannot carry (dynamic NTK has no key in llama.cpp): the
+// writer refuses them.  llama3 scaling is written as rope_freqs.weight.
+const std::set<std::string> kNotWritable = {"llama-dynamic-headdim"};
 
 // Tolerances on the logits' max|d| / max|ref| against transformers' f32.
 // f32 and f16 as tests/unit/test_model.cpp (f16 worst there 8.6e-3); q8_0:

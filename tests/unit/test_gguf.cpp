@@ -4,6 +4,7 @@
 // conformance cases, and real llama2.c-trained weights.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -407,7 +408,18 @@ TEST_P(GgufConversion, SameLogitsAsSafetensors) {
   EXPECT_EQ(gc.norm_placement, rc.norm_placement);
   EXPECT_EQ(gc.final_norm, rc.final_norm);
   EXPECT_EQ(gc.lm_head, rc.lm_head);
-  EXPECT_EQ(gc.rope.scaling, rc.rope.scaling);
+  if (rc.rope.scaling == RopeScaling::Llama3) {
+    // llama3 scaling travels as rope_freqs.weight with no scaling key, as llama.cpp writes it.
+    EXPECT_EQ(gc.rope.scaling, RopeScaling::None);
+    ASSERT_EQ(gc.rope.freq_factors.size(), size_t(rc.rope.rot_dim / 2));
+    const std::vector<float> gf = ops::rope_inv_freq(gc.rope, 1);
+    const std::vector<float> rf = ops::rope_inv_freq(rc.rope, 1);
+    ASSERT_EQ(gf.size(), rf.size());
+    for (size_t i = 0; i < gf.size(); ++i) EXPECT_NEAR(gf[i], rf[i], 1e-6 * rf[i]) << i;
+  } else {
+    EXPECT_EQ(gc.rope.scaling, rc.rope.scaling);
+    EXPECT_TRUE(gc.rope.freq_factors.empty());
+  }
   EXPECT_EQ(gc.bos_id, rc.bos_id);
   if (gc.family == "llama") {
     EXPECT_EQ(gc.rope_style, RopeStyle::GptJ);
@@ -430,13 +442,159 @@ TEST_P(GgufConversion, SameLogitsAsSafetensors) {
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, GgufConversion,
                          ::testing::Values("opt-prenorm", "opt-350m-style", "llama-mha",
-                                           "llama-linear-bias", "bloom-4heads", "bloom-6heads"));
+                                           "llama-gqa-tied-llama3", "llama-linear-bias",
+                                           "bloom-4heads", "bloom-6heads"));
 
-TEST(GgufConversionLimits, RopeScalingGgufCannotExpressIsRefused) {
+// Dynamic NTK scaling has no GGUF key in llama.cpp.
+TEST(GgufConversionLimits, DynamicRopeScalingIsRefused) {
   test::GgufTempDir d;
-  for (const char* v : {"llama-gqa-tied-llama3", "llama-dynamic-headdim"})
-    EXPECT_ERROR_HAS(gguf::write_checkpoint(open_checkpoint(fixture(v).string()), d.file("x.gguf")),
-                     "RoPE scaling", "cannot be written");
+  EXPECT_ERROR_HAS(
+      gguf::write_checkpoint(open_checkpoint(fixture("llama-dynamic-headdim").string()),
+                             d.file("x.gguf")),
+      "RoPE scaling \"dynamic\"", "cannot be written");
+  EXPECT_FALSE(fs::exists(d.file("x.gguf")));
+}
+
+// ---------------------------------------------------------------------------
+// rope_freqs.weight: per-dimension RoPE frequency factors (LLaMA 3.1 / 3.2 files)
+
+TEST(GgufRopeFreqs, FactorsDivideTheInverseFrequencies) {
+  RopeConfig c;
+  c.rot_dim = 8;
+  c.theta = 500000.0f;
+  const std::vector<float> plain = ops::rope_inv_freq(c, 1);
+  c.freq_factors = {1.0f, 2.0f, 4.0f, 8.0f};
+  const std::vector<float> got = ops::rope_inv_freq(c, 1);
+  ASSERT_EQ(got.size(), 4u);
+  for (size_t i = 0; i < 4; ++i) EXPECT_FLOAT_EQ(got[i], plain[i] / c.freq_factors[i]) << i;
+  // After linear scaling, as ggml applies freq_scale and the factors together.
+  c.scaling = RopeScaling::Linear;
+  c.factor = 2.0f;
+  const std::vector<float> lin = ops::rope_inv_freq(c, 1);
+  for (size_t i = 0; i < 4; ++i) EXPECT_FLOAT_EQ(lin[i], plain[i] / 2.0f / c.freq_factors[i]) << i;
+  c.freq_factors = {1.0f, 2.0f, 4.0f};
+  EXPECT_ERROR_HAS(ops::rope_inv_freq(c, 1), "3 frequency factors (rope_freqs)",
+                   "expected rot_dim / 2 = 4");
+  for (float bad : {0.0f, -1.0f, std::nanf(""), INFINITY}) {
+    c.freq_factors = {1.0f, bad, 4.0f, 8.0f};
+    EXPECT_ERROR_HAS(ops::rope_inv_freq(c, 1), "rope_freqs", "[1]", "finite and positive");
+  }
+}
+
+// The llama3 fixture written as GGUF carries llama.cpp's rope_freqs: 1 for
+// short wavelengths, `factor` for long ones, 1 / ((1 - s) / factor + s) between
+// (convert_hf_to_gguf.py, LlamaModel), and no scaling key.
+TEST(GgufRopeFreqs, Llama3ScalingIsWrittenAsLlamaCppFactors) {
+  test::GgufTempDir d;
+  const std::string path = d.file("l3.gguf");
+  gguf::write_checkpoint(open_checkpoint(fixture("llama-gqa-tied-llama3").string()), path);
+  const gguf::File f = gguf::File::open(path);
+  EXPECT_EQ(f.find("llama.rope.scaling.type"), nullptr);
+  const gguf::TensorInfo* t = f.find_tensor("rope_freqs.weight");
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->type->type, GgmlType::F32);
+  ASSERT_EQ(t->shape, (std::vector<int64_t>{4}));  // head_dim 8
+  std::vector<float> got(4);
+  std::memcpy(got.data(), f.tensor_data(*t), 16);
+  // config.json: theta 10000, head_dim 8, factor 8, low 1, high 4, original context 160.
+  const double factor = 8, low = 1, high = 4, old_ctx = 160;
+  const double low_wavelen = old_ctx / low, high_wavelen = old_ctx / high;
+  for (int i = 0; i < 4; ++i) {
+    const double freq = 1.0 / std::pow(10000.0, 2.0 * i / 8.0);
+    const double wavelen = 2 * M_PI / freq;
+    double want = 1;
+    if (wavelen > low_wavelen) {
+      want = factor;
+    } else if (wavelen >= high_wavelen) {
+      const double smooth = (old_ctx / wavelen - low) / (high - low);
+      want = 1 / ((1 - smooth) / factor + smooth);
+    }
+    EXPECT_NEAR(got[size_t(i)], want, 1e-5 * want) << i;
+  }
+  // All three cases occur: 1, a smoothed factor, and 8.
+  EXPECT_EQ(got[0], 1.0f);
+  EXPECT_GT(got[1], 1.0f);
+  EXPECT_LT(got[1], 8.0f);
+  EXPECT_NEAR(got[3], 8.0f, 1e-5);
+}
+
+gguf::Writer tiny_llama_with_freqs(std::vector<float> factors) {
+  gguf::Writer w = test::tiny_llama();
+  w.add_tensor("rope_freqs.weight", GgmlType::F32, {int64_t(factors.size())}, factors.data(),
+               factors.size() * sizeof(float));
+  return w;
+}
+
+std::vector<float> tiny_logits(const std::string& path) {
+  LoadOptions o;
+  o.threads = 1;
+  auto m = Model::load(path, o);
+  Sequence s(*m);
+  return s.prefill(std::vector<int32_t>{1, 7, 8, 9, 10, 11}, Logits::All);
+}
+
+TEST(GgufRopeFreqs, TinyLlamaReadsFactorsAndUsesThem) {
+  test::GgufTempDir d;
+  const std::string none = d.file("none.gguf"), ones = d.file("ones.gguf"),
+                    some = d.file("some.gguf"), again = d.file("again.gguf");
+  test::tiny_llama().write(none);
+  tiny_llama_with_freqs({1.0f, 1.0f}).write(ones);
+  tiny_llama_with_freqs({1.0f, 3.0f}).write(some);  // rot_dim 4
+
+  const Checkpoint ck = open_checkpoint(some);
+  EXPECT_EQ(ck.config.rope.freq_factors, (std::vector<float>{1.0f, 3.0f}));
+  EXPECT_EQ(ck.config.rope.scaling, RopeScaling::None);
+  // Not a weight: the same tensors as without it.
+  EXPECT_EQ(ck.weights.size(), open_checkpoint(none).weights.size());
+  for (const auto& [name, e] : ck.weights.entries())
+    EXPECT_EQ(name.find("rope_freqs"), std::string::npos) << name;
+  EXPECT_NE(ck.config.describe().find("2 frequency factors"), std::string::npos)
+      << ck.config.describe();
+
+  const std::vector<float> base = tiny_logits(none);
+  EXPECT_EQ(tiny_logits(ones), base);  // dividing by 1 changes nothing
+  const std::vector<float> scaled = tiny_logits(some);
+  EXPECT_GT(test::norm_err(scaled, base), 1e-4);  // the factors are applied
+
+  // Written again (runnel quantize of a GGUF): the factors are kept.
+  gguf::write_checkpoint(ck, again);
+  const gguf::File f = gguf::File::open(again);
+  const gguf::TensorInfo* t = f.find_tensor("rope_freqs.weight");
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(open_checkpoint(again).config.rope.freq_factors, (std::vector<float>{1.0f, 3.0f}));
+  EXPECT_EQ(tiny_logits(again), scaled);
+}
+
+TEST(GgufRopeFreqs, BadTensorsNameRopeFreqs) {
+  test::GgufTempDir d;
+  const std::string path = d.file("m.gguf");
+  auto load = [&](gguf::Writer w) {
+    w.write(path);
+    return Model::load(path);
+  };
+  EXPECT_ERROR_HAS(
+      load(tiny_llama_with_freqs({1.0f, 2.0f, 3.0f})), "m.gguf",
+      "tensor \"rope_freqs.weight\": shape [3] (expected [2], half the 4 rotary dims)");
+  EXPECT_ERROR_HAS(load(tiny_llama_with_freqs({1.0f})), "m.gguf", "rope_freqs.weight", "shape [1]");
+  {
+    gguf::Writer w = test::tiny_llama();
+    const float x[2] = {1.0f, 2.0f};
+    w.add_tensor("rope_freqs.weight", GgmlType::F32, {1, 2}, x, sizeof x);
+    EXPECT_ERROR_HAS(load(w), "m.gguf", "rope_freqs.weight", "shape [1, 2]");
+  }
+  {
+    gguf::Writer w = test::tiny_llama();
+    const uint16_t x[2] = {0x3c00, 0x3c00};  // f16 ones
+    w.add_tensor("rope_freqs.weight", GgmlType::F16, {2}, x, sizeof x);
+    EXPECT_ERROR_HAS(load(w), "m.gguf", "rope_freqs.weight", "type F16 (expected F32)");
+  }
+  for (float bad : {0.0f, -2.0f, std::nanf(""), INFINITY})
+    EXPECT_ERROR_HAS(load(tiny_llama_with_freqs({1.0f, bad})), "m.gguf",
+                     "tensor \"rope_freqs.weight\": factor [1]", "must be finite and positive");
+  // model_config on its own (as `runnel inspect` and the fuzz target use it).
+  const std::string bytes = tiny_llama_with_freqs({1.0f, 0.0f}).bytes();
+  EXPECT_ERROR_HAS(gguf::model_config(gguf::File::parse(bytes.data(), bytes.size(), "mem.gguf")),
+                   "mem.gguf", "rope_freqs.weight", "factor [1]");
 }
 
 TEST(GgufConversionLimits, F16ComputeMatchesTheFolder) {

@@ -231,8 +231,8 @@ void use_everything(const std::string& b) {
   }
 }
 
-TEST(GgufCorrupt, EveryCorruptionGivesAnError) {
-  const std::string good = test::tiny_llama().bytes();
+// Every mutation of `good` gives a runnel::Error naming the file, or loads.
+void check_corpus(const std::string& good) {
   ASSERT_NO_THROW(use_everything(good));
   const std::vector<Mutation> muts = corpus(good);
   test::GgufTempDir dir;
@@ -281,6 +281,17 @@ TEST(GgufCorrupt, EveryCorruptionGivesAnError) {
       "well-formed\n",
       muts.size(), loads, errors, lenient_ok);
   EXPECT_GT(muts.size(), 2000u);
+}
+
+TEST(GgufCorrupt, EveryCorruptionGivesAnError) { check_corpus(test::tiny_llama().bytes()); }
+
+// The same with rope_freqs.weight, which model_config reads itself: its type,
+// dimensions and offset mutated as well.
+TEST(GgufCorrupt, EveryCorruptionWithRopeFreqsGivesAnError) {
+  gguf::Writer w = test::tiny_llama();
+  const float factors[2] = {1.0f, 4.0f};  // rot_dim 4
+  w.add_tensor("rope_freqs.weight", gguf::GgmlType::F32, {2}, factors, sizeof factors);
+  check_corpus(w.bytes());
 }
 
 // The CLI: a clear message and a non-zero exit status.
