@@ -53,10 +53,10 @@ def read_npy_rows(path):
     return a.reshape(-1, a.shape[-1]) if a.ndim > 1 else a.reshape(1, -1)
 
 
-def runnel_greedy(runnel, model, ids, n, threads, dump_dir):
+def runnel_greedy(runnel, model, ids, n, threads, dump_dir, extra=()):
     cmd = [runnel, "generate", "-m", model, "--prompt-ids", ",".join(map(str, ids)),
            "--temp", "0", "-n", str(n), "--ignore-eos", "--print-ids", "-t", str(threads),
-           "--dump-layers", dump_dir]
+           "--dump-layers", dump_dir, *extra]
     out = run(cmd).stdout
     gen = [int(x) for x in out.split()]
     # One result_output per forward call: the prompt's last row, then one row per decode.
@@ -110,13 +110,13 @@ def llama_perplexity(llm, ids, ctx, stride):
     return nll / scored, scored
 
 
-def runnel_perplexity(runnel, model, ids, ctx, stride, threads):
+def runnel_perplexity(runnel, model, ids, ctx, stride, threads, extra=()):
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
         f.write(",".join(map(str, ids)))
         path = f.name
     try:
         r = subprocess.run([runnel, "perplexity", "-m", model, "--ids-file", path, "--ctx",
-                            str(ctx), "--stride", str(stride), "-t", str(threads), "--json"],
+                            str(ctx), "--stride", str(stride), "-t", str(threads), "--json", *extra],
                            capture_output=True, text=True)
         if r.returncode == 0:
             j = json.loads(r.stdout)
@@ -139,12 +139,25 @@ def main():
     ap.add_argument("--stride", type=int, default=512)
     ap.add_argument("--max-tokens", type=int, default=0, help="score at most this many tokens")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--runnel-args", default="",
+                    help="extra arguments for `runnel generate` and `runnel perplexity`, "
+                         "one string split on spaces (e.g. \"--kv-dtype f16\")")
+    ap.add_argument("--flash-attn", action="store_true",
+                    help="llama.cpp with flash attention (llama-cpp-python's default: off)")
+    ap.add_argument("--kv-type", choices=["f16", "f32"], default="f16",
+                    help="llama.cpp's KV cache type (its default: f16)")
+    ap.add_argument("--no-perplexity", action="store_true", help="only the greedy comparison")
     a = ap.parse_args()
 
     import llama_cpp
+    kv_type = {"f16": llama_cpp.GGML_TYPE_F16, "f32": llama_cpp.GGML_TYPE_F32}[a.kv_type]
     llm = llama_cpp.Llama(a.model, n_ctx=max(a.ctx, 1024), n_batch=512, n_threads=a.threads,
-                          n_threads_batch=a.threads, logits_all=True, verbose=False)
-    results = {"model": a.model, "llama_cpp_python": llama_cpp.__version__, "prompts": []}
+                          n_threads_batch=a.threads, logits_all=True, verbose=False,
+                          flash_attn=a.flash_attn, type_k=kv_type, type_v=kv_type)
+    extra = a.runnel_args.split()
+    results = {"model": a.model, "llama_cpp_python": llama_cpp.__version__, "prompts": [],
+               "runnel_args": extra, "llama_cpp_flash_attn": a.flash_attn,
+               "llama_cpp_kv_type": a.kv_type}
 
     print(f"## Greedy {a.n} tokens, {os.path.basename(a.model)}\n")
     print("| prompt | tokens | first mismatch | max abs diff | max rel diff | top-1 agree |")
@@ -153,7 +166,7 @@ def main():
     for p in PROMPTS:
         ids = llm.tokenize(p.encode(), add_bos=False, special=True)
         with tempfile.TemporaryDirectory() as d:
-            r_gen, r_rows = runnel_greedy(a.runnel, a.model, ids, a.n, a.threads, d)
+            r_gen, r_rows = runnel_greedy(a.runnel, a.model, ids, a.n, a.threads, d, extra)
         l_gen, l_rows = llama_greedy(llm, ids, a.n)
         mismatch = next((i for i, (x, y) in enumerate(zip(r_gen, l_gen)) if x != y), None)
         if mismatch is None and len(r_gen) != len(l_gen):
@@ -177,6 +190,12 @@ def main():
                                    "max_abs_diff": max_abs, "max_rel_diff": max_rel,
                                    "top1_agreement": agree})
 
+    if a.no_perplexity:
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(results, f, indent=1)
+        return 0 if all_ok else 1
+
     text = open(a.text, encoding="utf-8").read()
     ids = llm.tokenize(text.encode(), add_bos=False, special=False)
     if a.max_tokens:
@@ -184,7 +203,7 @@ def main():
     t0 = time.time()
     l_nll, l_n = llama_perplexity(llm, ids, a.ctx, a.stride)
     t1 = time.time()
-    r_nll, r_n, how = runnel_perplexity(a.runnel, a.model, ids, a.ctx, a.stride, a.threads)
+    r_nll, r_n, how = runnel_perplexity(a.runnel, a.model, ids, a.ctx, a.stride, a.threads, extra)
     t2 = time.time()
     rel = abs(math.exp(r_nll) - math.exp(l_nll)) / math.exp(l_nll)
     print(f"\n## Perplexity, {a.text} ({len(ids)} tokens, ctx {a.ctx}, stride {a.stride})\n")

@@ -11,7 +11,13 @@ tinyllama: a TinyLlama-1.1B-shaped LLaMA (hidden 2048, 22 layers, 32 heads /
 
 llama.cpp quantizes with `pure` set (every matrix in the one type; by default
 it would write the output / tied embeddings as Q6_K for Q4_0 and Q4_1), so
-both tools' files hold the same types.
+both tools' files hold the same types.  The exception is Q4_K_M (llama.cpp
+only, from its own F16 file): its default mix of Q4_K and Q6_K (and whatever
+else llama.cpp picks per tensor), the file a user downloads.  SmolLM2's
+rows of 576 are no multiple of 256, so llama.cpp writes most matrices of
+that file as Q5_0 / Q8_0 and only ffn_down (rows of 1536) as Q4_K / Q6_K;
+runnel has no Q5_0, so smollm2-q4_k_m-q8_0.mixed.gguf is the same file with
+each Q5_0 tensor replaced by the tensor of llama.cpp's Q8_0 file.
 
   bench/compare/.venv/bin/python bench/compare/prepare.py --runnel build/gguf/bin/runnel [smollm2] [tinyllama]
 """
@@ -47,21 +53,76 @@ def runnel_quantize(runnel, src, dst, typ, tokenizer=None):
     log(f"runnel quantize {typ}: {time.time() - t0:.1f} s -> {dst}")
 
 
-def llama_quantize(src, dst, typ, threads):
+def llama_quantize(src, dst, typ, threads, pure=True):
     if os.path.exists(dst):
         return
     import llama_cpp
     ftype = {"f16": llama_cpp.LLAMA_FTYPE_MOSTLY_F16, "q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0,
-             "q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0, "q4_1": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_1}[typ]
+             "q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0, "q4_1": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_1,
+             "q4_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M}[typ]
     p = llama_cpp.llama_model_quantize_default_params()
     p.ftype = ftype
     p.nthread = threads
-    p.pure = True
+    p.pure = pure
     t0 = time.time()
     rc = llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(p))
     if rc != 0:
         raise RuntimeError(f"llama_model_quantize({src} -> {dst}, {typ}) returned {rc}")
     log(f"llama.cpp quantize {typ}: {time.time() - t0:.1f} s -> {dst}")
+
+
+def replace_tensors(src, donor, dst, types):
+    """Copies GGUF `src` to `dst` with each tensor of a ggml type id in `types`
+    taken (type and bytes) from GGUF `donor`; metadata bytes unchanged."""
+    if os.path.exists(dst):
+        return
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import compare_quantized
+    import gguf_meta
+
+    def header(path):
+        with open(path, "rb") as f:
+            r = gguf_meta._Reader(f)
+            assert f.read(4) == b"GGUF", path
+            version, n_tensors, n_kv = r.unpack("<I"), r.unpack("<Q"), r.unpack("<Q")
+            kv_begin = f.tell()
+            align = 32
+            for _ in range(n_kv):
+                k = r.string()
+                v = r.value(r.unpack("<I"))
+                if k == "general.alignment":
+                    align = v
+            kv_end = f.tell()
+            f.seek(kv_begin)
+            kv = f.read(kv_end - kv_begin)
+            f.seek(kv_end)
+            infos = []
+            for _ in range(n_tensors):
+                name = r.string()
+                ne = [r.unpack("<Q") for _ in range(r.unpack("<I"))]
+                infos.append((name, ne, r.unpack("<I"), r.unpack("<Q")))
+        return version, n_kv, kv, align, infos
+
+    version, n_kv, kv, align, infos = header(src)
+    data_a, data_d = compare_quantized.tensor_bytes(src), compare_quantized.tensor_bytes(donor)
+    out_infos, blobs, off = [], [], 0
+    for name, ne, t, _ in infos:
+        t, blob = data_d[name] if t in types else data_a[name]
+        out_infos.append((name, ne, t, off))
+        blobs.append(blob + b"\0" * (-len(blob) % align))
+        off += len(blobs[-1])
+    head = b"GGUF" + struct.pack("<IQQ", version, len(infos), n_kv) + kv
+    for name, ne, t, o in out_infos:
+        nb = name.encode()
+        head += struct.pack("<Q", len(nb)) + nb + struct.pack("<I", len(ne))
+        head += b"".join(struct.pack("<Q", x) for x in ne) + struct.pack("<IQ", t, o)
+    head += b"\0" * (-len(head) % align)
+    with open(dst + ".part", "wb") as f:
+        f.write(head)
+        for b in blobs:
+            f.write(b)
+    os.replace(dst + ".part", dst)
+    log(f"{src} with types {sorted(types)} from {donor} -> {dst}")
 
 
 def write_random_llama(folder, cfg, seed=0):
@@ -151,6 +212,12 @@ def main():
         for t in TYPES:
             runnel_quantize(a.runnel, f16, os.path.join(OUT, f"{which}-{t}.runnel.gguf"), t)
             llama_quantize(f16, os.path.join(OUT, f"{which}-{t}.llama.gguf"), t, a.threads)
+        llama_quantize(os.path.join(OUT, f"{which}-f16.llama.gguf"),
+                       os.path.join(OUT, f"{which}-q4_k_m.llama.gguf"), "q4_k_m", a.threads, pure=False)
+        if which == "smollm2":
+            replace_tensors(os.path.join(OUT, "smollm2-q4_k_m.llama.gguf"),
+                            os.path.join(OUT, "smollm2-q8_0.llama.gguf"),
+                            os.path.join(OUT, "smollm2-q4_k_m-q8_0.mixed.gguf"), {6})
     for f in sorted(os.listdir(OUT)):
         if f.endswith(".gguf"):
             print(os.path.join(OUT, f))

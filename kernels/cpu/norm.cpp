@@ -62,9 +62,39 @@ void scale_row(const float* x, const float* w, const float* b, float* y, int64_t
   for (; i < n; ++i) y[i] = (x[i] - shift) * r * (w ? w[i] : 1.0f) + (b ? b[i] : 0.0f);
 }
 
+// sum(x[i]^2) with each square rounded to f32 and the sum kept in f64, as
+// ggml's RMSNorm does: an f32 accumulator loses bits over a row, and the
+// mean's last bit decides how the normalized row rounds.
+double sum_squares_f64(const float* x, int64_t n) {
+  int64_t i = 0;
+#if defined(RUNNEL_ISA_AVX512)
+  __m512d a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd();
+  for (; i + 16 <= n; i += 16) {
+    const __m256 lo = _mm256_loadu_ps(x + i), hi = _mm256_loadu_ps(x + i + 8);
+    a0 = _mm512_add_pd(a0, _mm512_cvtps_pd(_mm256_mul_ps(lo, lo)));
+    a1 = _mm512_add_pd(a1, _mm512_cvtps_pd(_mm256_mul_ps(hi, hi)));
+  }
+  double lanes[8];
+  _mm512_storeu_pd(lanes, _mm512_add_pd(a0, a1));
+  double s = ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6])) + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]));
+#else
+  __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd();
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i), sq = _mm256_mul_ps(v, v);
+    a0 = _mm256_add_pd(a0, _mm256_cvtps_pd(_mm256_castps256_ps128(sq)));
+    a1 = _mm256_add_pd(a1, _mm256_cvtps_pd(_mm256_extractf128_ps(sq, 1)));
+  }
+  const __m256d a = _mm256_add_pd(a0, a1);
+  const __m128d h = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
+  double s = _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+#endif
+  for (; i < n; ++i) s += double(x[i] * x[i]);
+  return s;
+}
+
 void rmsnorm(const float* x, const float* w, float* y, int64_t n, float eps) {
-  const float ss = sum_squares(x, n, 0.0f);
-  const float r = 1.0f / std::sqrt(ss / float(n > 0 ? n : 1) + eps);
+  const float mean = float(sum_squares_f64(x, n) / double(n > 0 ? n : 1));
+  const float r = 1.0f / std::sqrt(mean + eps);
   scale_row(x, w, nullptr, y, n, 0.0f, r);
 }
 
