@@ -20,7 +20,7 @@ struct Context {
   // fallback); fewer rows use the memory-bound small-batch kernels.
   int64_t gemm_min_rows = 16;
   bool use_dnnl = true;  // false forces runnel's own blocked kernel
-  // Many rows against Q8_0/Q4_0/Q4_1 weights: int8 activations and the
+  // Many rows against Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 weights: int8 activations and the
   // VNNI kernel where the CPU has it (false: f32 activations, as for f16).
   bool use_qgemm = true;
 

@@ -61,12 +61,16 @@ void register_convert(KernelTable& t) {
   // for bit with the references.
   t.from_f32[int(DType::Q4_0)] = quant::quant_q4_0;
   t.from_f32[int(DType::Q4_1)] = quant::quant_q4_1;
+  t.from_f32[int(DType::Q5_0)] = quant::quant_q5_0;
+  t.from_f32[int(DType::Q5_1)] = quant::quant_q5_1;
   t.from_f32[int(DType::Q4_K)] = quant::quant_q4_k;
   t.from_f32[int(DType::Q6_K)] = quant::quant_q6_k;
 #if defined(RUNNEL_ISA_SCALAR)
   t.to_f32[int(DType::Q8_0)] = quant::dequant_q8_0;
   t.to_f32[int(DType::Q4_0)] = quant::dequant_q4_0;
   t.to_f32[int(DType::Q4_1)] = quant::dequant_q4_1;
+  t.to_f32[int(DType::Q5_0)] = quant::dequant_q5_0;
+  t.to_f32[int(DType::Q5_1)] = quant::dequant_q5_1;
   t.to_f32[int(DType::Q4_K)] = quant::dequant_q4_k;
   t.to_f32[int(DType::Q6_K)] = quant::dequant_q6_k;
   t.from_f32[int(DType::Q8_0)] = quant::quant_q8_0;
@@ -76,6 +80,8 @@ void register_convert(KernelTable& t) {
   t.to_f32[int(DType::Q8_0)] = qsimd::dequant_q8_0;
   t.to_f32[int(DType::Q4_0)] = qsimd::dequant_q4_0;
   t.to_f32[int(DType::Q4_1)] = qsimd::dequant_q4_1;
+  t.to_f32[int(DType::Q5_0)] = qsimd::dequant_q5_0;
+  t.to_f32[int(DType::Q5_1)] = qsimd::dequant_q5_1;
   t.to_f32[int(DType::Q4_K)] = qsimd::dequant_q4_k;
   t.to_f32[int(DType::Q6_K)] = qsimd::dequant_q6_k;
   t.from_f32[int(DType::Q8_0)] = qsimd::quant_q8_0;

@@ -46,9 +46,9 @@ struct QMatmulArgs {
 };
 using QMatmulFn = void (*)(const QMatmulArgs& a, int64_t n0, int64_t n1);
 
-// Many rows of x against block-quantized weights (Q8_0, Q4_0, Q4_1): x's
-// rows quantized by qgemm_quant to int8 per block of 32, with per-block
-// scales d (f16-exact) and s = d * sum(q).
+// Many rows of x against block-quantized weights (Q8_0, Q4_0, Q4_1, Q5_0,
+// Q5_1): x's rows quantized by qgemm_quant to int8 per block of 32, with
+// per-block scales d (f16-exact) and s = d * sum(q).
 struct QGemmArgs {
   const int8_t* xq;   // [m, k] int8, rows ldxq bytes apart
   int64_t ldxq;

@@ -158,7 +158,7 @@ void matmul_kernel(const MatmulArgs& a, int64_t n0, int64_t n1) {
 
 // Quantized weights against f32 activations.  Each block of 32 is widened in
 // registers to its integer values (offset applied) as kB float vectors, dotted
-// with x, and the block sum scaled by d (plus m * sum(x) for Q4_1).
+// with x, and the block sum scaled by d (plus m * sum(x) for Q4_1, Q5_1).
 
 // 16 bytes to 16 floats, signed or unsigned.
 #if defined(RUNNEL_ISA_AVX512)
@@ -213,6 +213,30 @@ struct Q4_1W {
     const __m128i raw = load16(b->qs), low = _mm_set1_epi8(0x0f);
     widen_u8(_mm_and_si128(raw, low), q);
     widen_u8(_mm_and_si128(_mm_srli_epi16(raw, 4), low), q + kV);
+  }
+};
+
+struct Q5_0W {
+  static constexpr int64_t kBytes = sizeof(quant::BlockQ5_0);
+  static constexpr bool kMin = false;
+  RUNNEL_INLINE static void decode(const char* p, VF* q, float& d, float&) {
+    const auto* b = reinterpret_cast<const quant::BlockQ5_0*>(p);
+    d = h2f(b->d);
+    const __m256i v = _mm256_sub_epi8(qsimd::q5_lanes(b->qs, b->qh), _mm256_set1_epi8(16));
+    widen_i8(_mm256_castsi256_si128(v), q);
+    widen_i8(_mm256_extracti128_si256(v, 1), q + kV);
+  }
+};
+struct Q5_1W {
+  static constexpr int64_t kBytes = sizeof(quant::BlockQ5_1);
+  static constexpr bool kMin = true;
+  RUNNEL_INLINE static void decode(const char* p, VF* q, float& d, float& m) {
+    const auto* b = reinterpret_cast<const quant::BlockQ5_1*>(p);
+    d = h2f(b->d);
+    m = h2f(b->m);
+    const __m256i v = qsimd::q5_lanes(b->qs, b->qh);
+    widen_u8(_mm256_castsi256_si128(v), q);
+    widen_u8(_mm256_extracti128_si256(v, 1), q + kV);
   }
 };
 
@@ -310,7 +334,7 @@ void matmul_dequant(const MatmulArgs& a, int64_t n0, int64_t n1) {
 // product of the two block scales.  Signed weights go through the sign trick
 // (|w| as the unsigned operand, x * sign(w) as the signed one); Q4_0 keeps
 // its unsigned nibbles q and subtracts 8 * sum(x), computed once per block
-// of x: sum (q - 8) x = sum q x - 8 sum x.
+// of x: sum (q - 8) x = sum q x - 8 sum x (Q5_0 the same with 16).
 
 struct Q8_0Dot {
   using X = quant::BlockQ8_0;
@@ -344,6 +368,32 @@ struct Q4_1Dot {
     d = qsimd::h2f(b->d);
     m = qsimd::h2f(b->m);
     return qsimd::nibbles(b->qs);
+  }
+};
+
+// Q5_0 / Q5_1: the unsigned 5-bit values (0..31), as Q4_0 / Q4_1 with
+// the high bits from qh; Q5_0's offset is 16.
+struct Q5_0Dot {
+  using X = quant::BlockQ8_0;
+  static constexpr int64_t kBytes = sizeof(quant::BlockQ5_0);
+  static constexpr bool kSigned = false, kMin = false;
+  static constexpr int kOffset = 16;
+  RUNNEL_INLINE static __m256i decode(const char* p, float& d, float&) {
+    const auto* b = reinterpret_cast<const quant::BlockQ5_0*>(p);
+    d = qsimd::h2f(b->d);
+    return qsimd::q5_lanes(b->qs, b->qh);
+  }
+};
+struct Q5_1Dot {
+  using X = quant::BlockQ8_1;
+  static constexpr int64_t kBytes = sizeof(quant::BlockQ5_1);
+  static constexpr bool kSigned = false, kMin = true;
+  static constexpr int kOffset = 0;
+  RUNNEL_INLINE static __m256i decode(const char* p, float& d, float& m) {
+    const auto* b = reinterpret_cast<const quant::BlockQ5_1*>(p);
+    d = qsimd::h2f(b->d);
+    m = qsimd::h2f(b->m);
+    return qsimd::q5_lanes(b->qs, b->qh);
   }
 };
 
@@ -571,22 +621,30 @@ void register_matmul(KernelTable& t) {
   t.matmul[int(DType::Q8_0)] = matmul_quant<quant::dequant_q8_0, sizeof(quant::BlockQ8_0)>;
   t.matmul[int(DType::Q4_0)] = matmul_quant<quant::dequant_q4_0, sizeof(quant::BlockQ4_0)>;
   t.matmul[int(DType::Q4_1)] = matmul_quant<quant::dequant_q4_1, sizeof(quant::BlockQ4_1)>;
+  t.matmul[int(DType::Q5_0)] = matmul_quant<quant::dequant_q5_0, sizeof(quant::BlockQ5_0)>;
+  t.matmul[int(DType::Q5_1)] = matmul_quant<quant::dequant_q5_1, sizeof(quant::BlockQ5_1)>;
   t.matmul[int(DType::Q4_K)] = matmul_quant<quant::dequant_q4_k, sizeof(quant::BlockQ4_K), quant::kQK_K>;
   t.matmul[int(DType::Q6_K)] = matmul_quant<quant::dequant_q6_k, sizeof(quant::BlockQ6_K), quant::kQK_K>;
   t.qmatmul[int(DType::Q8_0)] = qmatmul_ref<quant::dot_q8_0_q8_0, quant::kQK>;
   t.qmatmul[int(DType::Q4_0)] = qmatmul_ref<quant::dot_q4_0_q8_0, quant::kQK>;
   t.qmatmul[int(DType::Q4_1)] = qmatmul_ref<quant::dot_q4_1_q8_1, quant::kQK>;
+  t.qmatmul[int(DType::Q5_0)] = qmatmul_ref<quant::dot_q5_0_q8_0, quant::kQK>;
+  t.qmatmul[int(DType::Q5_1)] = qmatmul_ref<quant::dot_q5_1_q8_1, quant::kQK>;
   t.qmatmul[int(DType::Q4_K)] = qmatmul_ref<quant::dot_q4_k_q8_k, quant::kQK_K>;
   t.qmatmul[int(DType::Q6_K)] = qmatmul_ref<quant::dot_q6_k_q8_k, quant::kQK_K>;
 #else
   t.matmul[int(DType::Q8_0)] = matmul_qkernel<Q8_0W>;
   t.matmul[int(DType::Q4_0)] = matmul_qkernel<Q4_0W>;
   t.matmul[int(DType::Q4_1)] = matmul_qkernel<Q4_1W>;
+  t.matmul[int(DType::Q5_0)] = matmul_qkernel<Q5_0W>;
+  t.matmul[int(DType::Q5_1)] = matmul_qkernel<Q5_1W>;
   t.matmul[int(DType::Q4_K)] = matmul_dequant<qsimd::dequant_q4_k, sizeof(quant::BlockQ4_K), quant::kQK_K>;
   t.matmul[int(DType::Q6_K)] = matmul_dequant<qsimd::dequant_q6_k, sizeof(quant::BlockQ6_K), quant::kQK_K>;
   t.qmatmul[int(DType::Q8_0)] = qdot_kernel<Q8Tile<Q8_0Dot>, 4>;
   t.qmatmul[int(DType::Q4_0)] = qdot_kernel<Q8Tile<Q4_0Dot>, 4>;
   t.qmatmul[int(DType::Q4_1)] = qdot_kernel<Q8Tile<Q4_1Dot>, 4>;
+  t.qmatmul[int(DType::Q5_0)] = qdot_kernel<Q8Tile<Q5_0Dot>, 4>;
+  t.qmatmul[int(DType::Q5_1)] = qdot_kernel<Q8Tile<Q5_1Dot>, 4>;
   t.qmatmul[int(DType::Q4_K)] = qdot_kernel<Q4KTile, 2>;
   t.qmatmul[int(DType::Q6_K)] = qdot_kernel<Q6KTile, 2>;
 #endif

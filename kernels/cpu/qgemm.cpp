@@ -1,4 +1,4 @@
-// Large products with block-quantized weights (Q8_0, Q4_0, Q4_1) over int8
+// Large products with block-quantized weights (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) over int8
 // activations: the prompt path.  Activations are quantized per block of 32
 // (as Q8_0: scale d rounded to f16, s = d * sum(q)); weights are repacked per
 // call, 32 output columns at a time, into the layout of AVX-512 VNNI's
@@ -59,6 +59,29 @@ struct Q4_1U {
       u[t] = b->qs[t] & 0x0f;
       u[t + QK / 2] = b->qs[t] >> 4;
     }
+  }
+};
+
+struct Q5_0U {
+  static constexpr int64_t kBytes = sizeof(quant::BlockQ5_0);
+  static void unpack(const char* p, uint8_t* u, float& d, float& c) {
+    const auto* b = reinterpret_cast<const quant::BlockQ5_0*>(p);
+    d = f16_to_f32(b->d);
+    c = -16.0f * d;
+    int q[QK];
+    quant::q5_values(b->qs, b->qh, q);
+    for (int t = 0; t < QK; ++t) u[t] = uint8_t(q[t]);
+  }
+};
+struct Q5_1U {
+  static constexpr int64_t kBytes = sizeof(quant::BlockQ5_1);
+  static void unpack(const char* p, uint8_t* u, float& d, float& c) {
+    const auto* b = reinterpret_cast<const quant::BlockQ5_1*>(p);
+    d = f16_to_f32(b->d);
+    c = f16_to_f32(b->m);
+    int q[QK];
+    quant::q5_values(b->qs, b->qh, q);
+    for (int t = 0; t < QK; ++t) u[t] = uint8_t(q[t]);
   }
 };
 
@@ -183,6 +206,21 @@ RUNNEL_INLINE __m256i unpack_simd<Q4_1U>(const char* p, float& d, float& c) {
   return nibbles_u(b->qs);
 }
 
+template <>
+RUNNEL_INLINE __m256i unpack_simd<Q5_0U>(const char* p, float& d, float& c) {
+  const auto* b = reinterpret_cast<const quant::BlockQ5_0*>(p);
+  d = qsimd::h2f(b->d);
+  c = -16.0f * d;
+  return qsimd::q5_lanes(b->qs, b->qh);
+}
+template <>
+RUNNEL_INLINE __m256i unpack_simd<Q5_1U>(const char* p, float& d, float& c) {
+  const auto* b = reinterpret_cast<const quant::BlockQ5_1*>(p);
+  d = qsimd::h2f(b->d);
+  c = qsimd::h2f(b->m);
+  return qsimd::q5_lanes(b->qs, b->qh);
+}
+
 // Per block and group of 16 columns: each column's 32 values into a 512-byte
 // staging tile, then 8 gathers of one 4-byte step across the 16 columns.
 template <class W>
@@ -284,11 +322,15 @@ void register_qgemm(KernelTable& t) {
   t.qgemm[int(DType::Q8_0)] = qgemm_ref<Q8_0U>;
   t.qgemm[int(DType::Q4_0)] = qgemm_ref<Q4_0U>;
   t.qgemm[int(DType::Q4_1)] = qgemm_ref<Q4_1U>;
+  t.qgemm[int(DType::Q5_0)] = qgemm_ref<Q5_0U>;
+  t.qgemm[int(DType::Q5_1)] = qgemm_ref<Q5_1U>;
 #elif defined(RUNNEL_ISA_AVX512)
   t.qgemm_quant = quant_row;
   t.qgemm[int(DType::Q8_0)] = qgemm_kernel<Q8_0U>;
   t.qgemm[int(DType::Q4_0)] = qgemm_kernel<Q4_0U>;
   t.qgemm[int(DType::Q4_1)] = qgemm_kernel<Q4_1U>;
+  t.qgemm[int(DType::Q5_0)] = qgemm_kernel<Q5_0U>;
+  t.qgemm[int(DType::Q5_1)] = qgemm_kernel<Q5_1U>;
 #else
   (void)t;  // AVX2: the f32 path (ops::matmul widens the weights)
 #endif

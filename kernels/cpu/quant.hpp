@@ -1,5 +1,5 @@
 #pragma once
-// Block layouts of the quantized types (ggml's Q8_0, Q4_0, Q4_1, Q4_K, Q6_K
+// Block layouts of the quantized types (ggml's Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q6_K
 // and the activation types Q8_1, Q8_K) and their scalar reference conversions
 // and integer dot products.  The layouts and the rounding of the 32-element
 // quantizers follow ggml's published reference (quantize_row_*_ref and
@@ -10,9 +10,12 @@
 //   Q8_0 (34 bytes): f16 d, int8 q[32];                 x[i] = q[i] * d
 //   Q4_0 (18 bytes): f16 d, u8 qs[16];                  x[i] = (nib(i) - 8) * d
 //   Q4_1 (20 bytes): f16 d, f16 m, u8 qs[16];           x[i] = nib(i) * d + m
+//   Q5_0 (22 bytes): f16 d, u8 qh[4], u8 qs[16];        x[i] = (q5(i) - 16) * d
+//   Q5_1 (24 bytes): f16 d, f16 m, u8 qh[4], u8 qs[16]; x[i] = q5(i) * d + m
 //   Q8_1 (36 bytes): f16 d, f16 s, int8 q[32];          x[i] = q[i] * d, s = d * sum(q)
 // where nib(i) is the low nibble of qs[i] for i < 16, the high nibble of
-// qs[i - 16] otherwise.  Super-blocks of 256:
+// qs[i - 16] otherwise, and q5(i) = nib(i) | (bit i of qh, read as a
+// little-endian uint32) << 4.  Super-blocks of 256:
 //   Q4_K (144 bytes): f16 d, f16 dmin, u8 scales[12], u8 qs[128].  Sub-block
 //     j (32 elements) has 6-bit scale sc_j and minimum m_j packed in scales
 //     (see scale_min_k4); element 64 g + l (l < 32) is the low nibble of
@@ -48,6 +51,16 @@ struct BlockQ4_1 {
   uint16_t d, m;
   uint8_t qs[kQK / 2];
 };
+struct BlockQ5_0 {
+  uint16_t d;
+  uint8_t qh[4];
+  uint8_t qs[kQK / 2];
+};
+struct BlockQ5_1 {
+  uint16_t d, m;
+  uint8_t qh[4];
+  uint8_t qs[kQK / 2];
+};
 struct BlockQ8_1 {
   uint16_t d, s;
   int8_t qs[kQK];
@@ -74,6 +87,8 @@ struct BlockQ8_K {
 static_assert(sizeof(BlockQ8_0) == 34 && alignof(BlockQ8_0) == 2);
 static_assert(sizeof(BlockQ4_0) == 18 && alignof(BlockQ4_0) == 2);
 static_assert(sizeof(BlockQ4_1) == 20 && alignof(BlockQ4_1) == 2);
+static_assert(sizeof(BlockQ5_0) == 22 && alignof(BlockQ5_0) == 2);
+static_assert(sizeof(BlockQ5_1) == 24 && alignof(BlockQ5_1) == 2);
 static_assert(sizeof(BlockQ8_1) == 36 && alignof(BlockQ8_1) == 2);
 static_assert(sizeof(BlockQ4_K) == 144 && alignof(BlockQ4_K) == 2);
 static_assert(sizeof(BlockQ6_K) == 210 && alignof(BlockQ6_K) == 2);
@@ -134,6 +149,46 @@ inline void dequant_q4_1(const void* src, float* dst, int64_t n) {
       dst[i * kQK + j] = float(b[i].qs[j] & 0x0f) * d + m;
       dst[i * kQK + j + kQK / 2] = float(b[i].qs[j] >> 4) * d + m;
     }
+  }
+}
+
+// The 32 unsigned 5-bit values (0..31) of a Q5_0 / Q5_1 block.
+inline void q5_values(const uint8_t* qs, const uint8_t* qh, int* q) {
+  const uint32_t h = uint32_t(qh[0]) | uint32_t(qh[1]) << 8 | uint32_t(qh[2]) << 16 | uint32_t(qh[3]) << 24;
+  for (int j = 0; j < kQK / 2; ++j) {
+    q[j] = (qs[j] & 0x0f) | int((h >> j) & 1) << 4;
+    q[j + kQK / 2] = (qs[j] >> 4) | int((h >> (j + kQK / 2)) & 1) << 4;
+  }
+}
+
+// Packs 32 values 0..31 into qs (low 4 bits, as Q4_1) and qh (bit 4).
+inline void q5_pack(const int* q, uint8_t* qs, uint8_t* qh) {
+  uint32_t h = 0;
+  for (int j = 0; j < kQK / 2; ++j) {
+    qs[j] = uint8_t((q[j] & 0x0f) | ((q[j + kQK / 2] & 0x0f) << 4));
+    h |= uint32_t((q[j] >> 4) & 1) << j;
+    h |= uint32_t((q[j + kQK / 2] >> 4) & 1) << (j + kQK / 2);
+  }
+  for (int t = 0; t < 4; ++t) qh[t] = uint8_t(h >> (8 * t));
+}
+
+inline void dequant_q5_0(const void* src, float* dst, int64_t n) {
+  const auto* b = static_cast<const BlockQ5_0*>(src);
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    const float d = f16_to_f32(b[i].d);
+    int q[kQK];
+    q5_values(b[i].qs, b[i].qh, q);
+    for (int j = 0; j < kQK; ++j) dst[i * kQK + j] = float(q[j] - 16) * d;
+  }
+}
+
+inline void dequant_q5_1(const void* src, float* dst, int64_t n) {
+  const auto* b = static_cast<const BlockQ5_1*>(src);
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    const float d = f16_to_f32(b[i].d), m = f16_to_f32(b[i].m);
+    int q[kQK];
+    q5_values(b[i].qs, b[i].qh, q);
+    for (int j = 0; j < kQK; ++j) dst[i * kQK + j] = float(q[j]) * d + m;
   }
 }
 
@@ -199,7 +254,48 @@ inline void quant_q4_1(const float* src, void* dst, int64_t n) {
   }
 }
 
-// Activations for Q4_1 weights (ggml's quantize_row_q8_1_ref).
+// As Q4_0 with 5 bits: the value of largest magnitude maps to -16.
+inline void quant_q5_0(const float* src, void* dst, int64_t n) {
+  auto* b = static_cast<BlockQ5_0*>(dst);
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    const float* x = src + i * kQK;
+    float amax = 0, max = 0;
+    for (int j = 0; j < kQK; ++j) {
+      if (amax < std::fabs(x[j])) {
+        amax = std::fabs(x[j]);
+        max = x[j];
+      }
+    }
+    const float d = max / -16;
+    const float id = d != 0 ? 1.0f / d : 0.0f;
+    b[i].d = f32_to_f16(d);
+    int q[kQK];
+    for (int j = 0; j < kQK; ++j) q[j] = trunc_clamped(x[j] * id + 16.5f, 0, 31);
+    q5_pack(q, b[i].qs, b[i].qh);
+  }
+}
+
+// As Q4_1 with 5 bits: d = (max - min) / 31, m = min.
+inline void quant_q5_1(const float* src, void* dst, int64_t n) {
+  auto* b = static_cast<BlockQ5_1*>(dst);
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    const float* x = src + i * kQK;
+    float mn = x[0], mx = x[0];
+    for (int j = 1; j < kQK; ++j) {
+      if (x[j] < mn) mn = x[j];
+      if (x[j] > mx) mx = x[j];
+    }
+    const float d = (mx - mn) / 31;
+    const float id = d != 0 ? 1.0f / d : 0.0f;
+    b[i].d = f32_to_f16(d);
+    b[i].m = f32_to_f16(mn);
+    int q[kQK];
+    for (int j = 0; j < kQK; ++j) q[j] = trunc_clamped((x[j] - mn) * id + 0.5f, 0, 31);
+    q5_pack(q, b[i].qs, b[i].qh);
+  }
+}
+
+// Activations for Q4_1 and Q5_1 weights (ggml's quantize_row_q8_1_ref).
 inline void quant_q8_1(const float* src, void* dst, int64_t n) {
   auto* b = static_cast<BlockQ8_1*>(dst);
   for (int64_t i = 0; i < n / kQK; ++i) {
@@ -482,6 +578,36 @@ inline double dot_q4_1_q8_1(const void* w, const void* x, int64_t nb) {
       isum += int(a[i].qs[j] & 0x0f) * int(y[i].qs[j]);
       isum += int(a[i].qs[j] >> 4) * int(y[i].qs[j + kQK / 2]);
     }
+    s += double(f16_to_f32(a[i].d)) * double(f16_to_f32(y[i].d)) * isum +
+         double(f16_to_f32(a[i].m)) * double(f16_to_f32(y[i].s));
+  }
+  return s;
+}
+
+inline double dot_q5_0_q8_0(const void* w, const void* x, int64_t nb) {
+  const auto* a = static_cast<const BlockQ5_0*>(w);
+  const auto* y = static_cast<const BlockQ8_0*>(x);
+  double s = 0;
+  for (int64_t i = 0; i < nb; ++i) {
+    int q[kQK];
+    q5_values(a[i].qs, a[i].qh, q);
+    int isum = 0;
+    for (int j = 0; j < kQK; ++j) isum += (q[j] - 16) * int(y[i].qs[j]);
+    s += double(f16_to_f32(a[i].d)) * double(f16_to_f32(y[i].d)) * isum;
+  }
+  return s;
+}
+
+// As Q4_1: d dx sum q qx + m s.
+inline double dot_q5_1_q8_1(const void* w, const void* x, int64_t nb) {
+  const auto* a = static_cast<const BlockQ5_1*>(w);
+  const auto* y = static_cast<const BlockQ8_1*>(x);
+  double s = 0;
+  for (int64_t i = 0; i < nb; ++i) {
+    int q[kQK];
+    q5_values(a[i].qs, a[i].qh, q);
+    int isum = 0;
+    for (int j = 0; j < kQK; ++j) isum += q[j] * int(y[i].qs[j]);
     s += double(f16_to_f32(a[i].d)) * double(f16_to_f32(y[i].d)) * isum +
          double(f16_to_f32(a[i].m)) * double(f16_to_f32(y[i].s));
   }

@@ -165,6 +165,35 @@ RUNNEL_INLINE __m256i nibbles(const uint8_t* qs) {
   return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), low), _mm_and_si128(raw, low));
 }
 
+// Q5_0 / Q5_1: the nibbles with bit i of qh (a little-endian uint32) as
+// bit 4 of lane i, giving the 32 unsigned 5-bit values in element order.
+RUNNEL_INLINE __m256i q5_lanes(const uint8_t* qs, const uint8_t* qh) {
+  uint32_t h;
+  std::memcpy(&h, qh, 4);
+#if defined(RUNNEL_ISA_AVX512)
+  const __m256i hi = _mm256_maskz_mov_epi8(__mmask32(h), _mm256_set1_epi8(0x10));
+#else
+  // Lane i takes byte i / 8 of h and tests bit i % 8 of it.
+  const __m256i bytes = _mm256_shuffle_epi8(
+      _mm256_set1_epi32(int(h)),
+      _mm256_setr_epi64x(0x0000000000000000, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303));
+  const __m256i bit = _mm256_set1_epi64x(int64_t(0x8040201008040201));
+  const __m256i hi =
+      _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit), _mm256_set1_epi8(0x10));
+#endif
+  return _mm256_or_si256(nibbles(qs), hi);
+}
+
+// 32 u8 lanes to 32 floats, y = q * d + m (Q4_1, Q5_1: multiply, then add).
+RUNNEL_INLINE void store_scaled_add(__m256i q, float d, float m, float* y) {
+  const __m256 dv = _mm256_set1_ps(d), mv = _mm256_set1_ps(m);
+  const __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+  const __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+  for (int t = 0; t < 4; ++t)
+    _mm256_storeu_ps(y + 8 * t,
+                     _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(parts[t])), dv), mv));
+}
+
 inline void dequant_q8_0(const void* src, float* dst, int64_t n) {
   const auto* b = static_cast<const quant::BlockQ8_0*>(src);
   for (int64_t i = 0; i < n / 32; ++i) store_scaled(load32(b[i].qs), h2f(b[i].d), dst + 32 * i);
@@ -178,16 +207,20 @@ inline void dequant_q4_0(const void* src, float* dst, int64_t n) {
 
 inline void dequant_q4_1(const void* src, float* dst, int64_t n) {
   const auto* b = static_cast<const quant::BlockQ4_1*>(src);
-  for (int64_t i = 0; i < n / 32; ++i) {
-    // x = q * d + m, multiply then add as the reference
-    const __m256i q = nibbles(b[i].qs);
-    const __m256 dv = _mm256_set1_ps(h2f(b[i].d)), mv = _mm256_set1_ps(h2f(b[i].m));
-    const __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
-    const __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
-    for (int t = 0; t < 4; ++t)
-      _mm256_storeu_ps(dst + 32 * i + 8 * t,
-                       _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(parts[t])), dv), mv));
-  }
+  for (int64_t i = 0; i < n / 32; ++i)
+    store_scaled_add(nibbles(b[i].qs), h2f(b[i].d), h2f(b[i].m), dst + 32 * i);
+}
+
+inline void dequant_q5_0(const void* src, float* dst, int64_t n) {
+  const auto* b = static_cast<const quant::BlockQ5_0*>(src);
+  for (int64_t i = 0; i < n / 32; ++i)
+    store_scaled(_mm256_sub_epi8(q5_lanes(b[i].qs, b[i].qh), _mm256_set1_epi8(16)), h2f(b[i].d), dst + 32 * i);
+}
+
+inline void dequant_q5_1(const void* src, float* dst, int64_t n) {
+  const auto* b = static_cast<const quant::BlockQ5_1*>(src);
+  for (int64_t i = 0; i < n / 32; ++i)
+    store_scaled_add(q5_lanes(b[i].qs, b[i].qh), h2f(b[i].d), h2f(b[i].m), dst + 32 * i);
 }
 
 inline void dequant_q4_k(const void* src, float* dst, int64_t n) {

@@ -48,6 +48,8 @@ constexpr std::array<DTypeTraits, kNumDTypes> kTraits = {{
     {DType::Q4_1, "q4_1", 32, 20, true, cpu::quant::dequant_q4_1, cpu::quant::quant_q4_1, DType::Q8_1},
     {DType::Q4_K, "q4_k", 256, 144, true, cpu::quant::dequant_q4_k, cpu::quant::quant_q4_k, DType::Q8_K},
     {DType::Q6_K, "q6_k", 256, 210, true, cpu::quant::dequant_q6_k, cpu::quant::quant_q6_k, DType::Q8_K},
+    {DType::Q5_0, "q5_0", 32, 22, true, cpu::quant::dequant_q5_0, cpu::quant::quant_q5_0, DType::Q8_0},
+    {DType::Q5_1, "q5_1", 32, 24, true, cpu::quant::dequant_q5_1, cpu::quant::quant_q5_1, DType::Q8_1},
     {DType::Q8_1, "q8_1", 32, 36, false, cpu::quant::dequant_q8_1, cpu::quant::quant_q8_1, DType::Q8_1},
     {DType::Q8_K, "q8_k", 256, 292, false, cpu::quant::dequant_q8_k, cpu::quant::quant_q8_k, DType::Q8_K},
 }};

@@ -18,8 +18,8 @@ const GgmlTypeInfo kTypes[] = {
     {G::F16, "F16", 1, 2, DType::F16},
     {G::Q4_0, "Q4_0", QK, 2 + QK / 2, DType::Q4_0},            // d, 16 nibble bytes
     {G::Q4_1, "Q4_1", QK, 4 + QK / 2, DType::Q4_1},            // d, m, 16 nibble bytes
-    {G::Q5_0, "Q5_0", QK, 2 + 4 + QK / 2, std::nullopt},       // d, qh, qs
-    {G::Q5_1, "Q5_1", QK, 4 + 4 + QK / 2, std::nullopt},       // d, m, qh, qs
+    {G::Q5_0, "Q5_0", QK, 2 + 4 + QK / 2, DType::Q5_0},        // d, qh, qs
+    {G::Q5_1, "Q5_1", QK, 4 + 4 + QK / 2, DType::Q5_1},        // d, m, qh, qs
     {G::Q8_0, "Q8_0", QK, 2 + QK, DType::Q8_0},                // d, 32 int8
     {G::Q8_1, "Q8_1", QK, 4 + QK, std::nullopt},               // d, s, 32 int8
     {G::Q2_K, "Q2_K", QK_K, 16 + 64 + 4, std::nullopt},        // scales, qs, d, dmin

@@ -1,6 +1,6 @@
 // y = x W^T + b.  Few rows of x: the memory-bound small-batch kernels (for
 // quantized weights: x's rows quantized to the weight's vec_dot_type, then
-// integer dot products).  Many rows: Q8_0/Q4_0/Q4_1 weights through the int8
+// integer dot products).  Many rows: Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 weights through the int8
 // GEMM (AVX-512 VNNI); others through oneDNN's matmul primitive (f32) run on
 // the pool's threads, with runnel's blocked kernel as the fallback.  f16/bf16
 // and the other quantized weights are widened to f32 a panel at a time.
@@ -155,7 +155,7 @@ void f32_panels(Context& ctx, const Operands& o, F&& panel) {
   }
 }
 
-// Many rows against Q8_0/Q4_0/Q4_1 weights: x quantized to int8 per block
+// Many rows against Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 weights: x quantized to int8 per block
 // once per call, then the int8 kernel over panels of repacked weights.
 void quantized_gemm(Context& ctx, const Operands& o, cpu::QGemmFn fn) {
   const cpu::MatmulArgs& a = o.a;

@@ -226,7 +226,7 @@ TEST(CliQuantize, RequantizeGgufKeepsValues) {
   EXPECT_LT(logits_error(f32, ref), tolerance("q8_0"));
 }
 
-// Every q8_0 / q4_0 / q4_1 weight is within half a quantization step of the
+// Every q8_0 / q4_0 / q4_1 / q5_0 / q5_1 weight is within half a quantization step of the
 // original (plus the f16 rounding of the block scale and minimum).
 TEST(CliQuantize, WeightsWithinHalfAStep) {
   const Checkpoint src = open_checkpoint(variant_dir("llama-mha").string());
@@ -242,7 +242,9 @@ TEST(CliQuantize, WeightsWithinHalfAStep) {
   };
   // q4_0 puts the largest magnitude at -8 steps, so values of the other sign
   // near it clip at +7: up to one step.
-  for (const T t : {T{"q8_0", 254, 0.6}, T{"q4_0", 16, 1.05}, T{"q4_1", 15, 0.6}}) {
+  // q5_0 / q5_1 are the same with 32 / 31 steps.
+  for (const T t : {T{"q8_0", 254, 0.6}, T{"q4_0", 16, 1.05}, T{"q4_1", 15, 0.6}, T{"q5_0", 32, 1.05},
+                    T{"q5_1", 31, 0.6}}) {
     TempDir tmp;
     const fs::path out = tmp.path / "m.gguf";
     ASSERT_EQ(run_cli("quantize -q -m " + quote(variant_dir("llama-mha").string()) + " -o " +
@@ -260,8 +262,8 @@ TEST(CliQuantize, WeightsWithinHalfAStep) {
     for (int64_t b = 0; b < n; b += 32) {
       float lo = w[b], hi = w[b];
       for (int64_t i = b; i < b + 32; ++i) lo = std::min(lo, w[i]), hi = std::max(hi, w[i]);
-      // q8_0 / q4_0 are symmetric around 0 (range 2 max|w|); q4_1 spans [lo, hi].
-      const double range = std::string(t.type) == "q4_1"
+      // q8_0 / q4_0 / q5_0 are symmetric around 0 (range 2 max|w|); q4_1 / q5_1 span [lo, hi].
+      const double range = std::string(t.type) == "q4_1" || std::string(t.type) == "q5_1"
                                ? double(hi) - lo
                                : 2.0 * std::max(std::fabs(double(lo)), std::fabs(double(hi)));
       for (int64_t i = b; i < b + 32; ++i)

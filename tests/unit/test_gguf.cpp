@@ -262,7 +262,7 @@ TEST(GgufTypes, BlockSizesFollowThePublishedFormat) {
 
 TEST(GgufModel, QuantizedTensorsWithoutADtypeAreRefused) {
   test::GgufTempDir d;
-  for (GgmlType q : {GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q5_K}) {
+  for (GgmlType q : {GgmlType::Q5_K, GgmlType::Q3_K, GgmlType::IQ4_NL}) {
     const std::string bytes = test::tiny_llama(q).bytes();
     const gguf::File f = gguf::File::parse(bytes.data(), bytes.size(), "q.gguf");
     const gguf::TensorInfo* t = f.find_tensor("blk.0.attn_q.weight");
@@ -277,7 +277,7 @@ TEST(GgufModel, QuantizedTensorsWithoutADtypeAreRefused) {
   }
   // Types with a runnel dtype load as views; this fixture's widened rows then
   // fail the shape check (tests/unit/test_quant.cpp loads real ones).
-  for (GgmlType q : {GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4_0}) {
+  for (GgmlType q : {GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q5_1}) {
     const std::string path = d.file("q.gguf");
     test::write_bytes(path, test::tiny_llama(q).bytes());
     EXPECT_ERROR_HAS(Model::load(path), "blk.0.attn_q.weight", "has shape [8, 32]");

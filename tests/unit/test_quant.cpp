@@ -1,4 +1,4 @@
-// Quantized weight types (Q8_0, Q4_0, Q4_1): bit-exact dequantization of
+// Quantized weight types (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1): bit-exact dequantization of
 // hand-made blocks, the reference quantizers, every ISA's matmul against the
 // scalar reference, and a GGUF model with quantized weights against f32.
 #include <gtest/gtest.h>
@@ -30,7 +30,7 @@ using test::norm_err;
 using test::poisoned;
 using test::random_floats;
 
-const DType kQuantTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_1};
+const DType kQuantTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1};
 
 std::vector<float> dequant(DType dt, const void* blocks, int64_t n) {
   std::vector<float> y = poisoned(size_t(n));
@@ -54,7 +54,9 @@ TEST(QuantTraits, RowsFollowGgmlLayouts) {
   };
   for (const Row& r : {Row{DType::Q8_0, "q8_0", 34, gguf::GgmlType::Q8_0, DType::Q8_0},
                        Row{DType::Q4_0, "q4_0", 18, gguf::GgmlType::Q4_0, DType::Q8_0},
-                       Row{DType::Q4_1, "q4_1", 20, gguf::GgmlType::Q4_1, DType::Q8_1}}) {
+                       Row{DType::Q4_1, "q4_1", 20, gguf::GgmlType::Q4_1, DType::Q8_1},
+                       Row{DType::Q5_0, "q5_0", 22, gguf::GgmlType::Q5_0, DType::Q8_0},
+                       Row{DType::Q5_1, "q5_1", 24, gguf::GgmlType::Q5_1, DType::Q8_1}}) {
     const DTypeTraits& t = traits(r.dt);
     EXPECT_EQ(t.name, r.name);
     EXPECT_EQ(t.block_size, 32);
@@ -214,6 +216,8 @@ TEST(QuantQuantize, ErrorWithinHalfAStep) {
       if (dt == DType::Q8_0) bound = 0.5 * amax / 127 + amax * 0x1p-10;
       if (dt == DType::Q4_0) bound = amax / 8 + amax * 0x1p-10;  // one step: +amax clips to 7 d
       if (dt == DType::Q4_1) bound = 0.5 * (mx - mn) / 15 + (std::fabs(mn) + (mx - mn)) * 0x1p-10;
+      if (dt == DType::Q5_0) bound = amax / 16 + amax * 0x1p-10;  // +amax clips to 15 d
+      if (dt == DType::Q5_1) bound = 0.5 * (mx - mn) / 31 + (std::fabs(mn) + (mx - mn)) * 0x1p-10;
       for (int j = 0; j < 32; ++j) {
         const size_t i = size_t(b * 32 + j);
         const double e = std::fabs(double(y[i]) - double(x[i]));
@@ -409,15 +413,17 @@ TEST(QuantGguf, QuantizedLlamaStaysCloseToF32) {
   // Bounds on max |logit - f32 logit| / max |f32 logit| over 20 prompt
   // positions (the f32-panel prompt path) and 33 decode steps (the
   // small-batch kernels).  Measured on this random model: Q8_0 0.03 / 0.035,
-  // Q4_1 0.36 / 0.55, Q4_0 0.32 / 0.55; the 4-bit types carry ~16x the Q8_0
-  // step and a random 64-wide model has no slack to absorb it.
+  // Q4_1 0.36 / 0.55, Q4_0 0.32 / 0.55, Q5_0 0.23 / 0.36, Q5_1 0.27 / 0.47;
+  // the 4-bit types carry ~16x the Q8_0 step and a random 64-wide model has
+  // no slack to absorb it.
   struct Case {
     DType dt;
     double bound;
     int min_agree;  // of kSteps greedy tokens
   };
   constexpr int kSteps = 32;
-  for (const Case& c : {Case{DType::Q8_0, 0.06, 26}, Case{DType::Q4_1, 0.8, 20}, Case{DType::Q4_0, 0.8, 20}}) {
+  for (const Case& c : {Case{DType::Q8_0, 0.06, 26}, Case{DType::Q4_1, 0.8, 20}, Case{DType::Q4_0, 0.8, 20},
+                        Case{DType::Q5_0, 0.6, 20}, Case{DType::Q5_1, 0.8, 20}}) {
     const std::string path = dir.file(std::string(dtype_name(c.dt)) + ".gguf");
     quant_llama(c.dt, 5).write(path);
     auto got = Model::load(path, o);

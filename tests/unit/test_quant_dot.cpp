@@ -25,7 +25,8 @@ namespace {
 using test::poisoned;
 using test::random_floats;
 
-const DType kWeightTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q4_K, DType::Q6_K};
+const DType kWeightTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0,
+                              DType::Q5_1, DType::Q4_K, DType::Q6_K};
 
 std::vector<float> dequant(DType dt, const void* blocks, int64_t n) {
   std::vector<float> y = poisoned(size_t(n));
@@ -118,7 +119,7 @@ TEST_P(QuantDotTest, Q8KSumsAndRange) {
 TEST_P(QuantDotTest, QMatmulAgainstReferences) {
   // Tolerance: |got - want| <= kTol * sum_t |w_t xq_t| (+ |b|), the scale of
   // f32 rounding in any summation order (the SIMD bodies sum in float, the
-  // reference in double).  Q4_1's minimum term uses the f16-rounded stored
+  // reference in double).  Q4_1's (and Q5_1's) minimum term uses the f16-rounded stored
   // s = d * sum(q) of each activation block; the double product here uses
   // d * q exactly, so that comparison also allows |m| * |s| * 2^-10 per block.
   constexpr double kTol = 2e-6;
@@ -154,11 +155,15 @@ TEST_P(QuantDotTest, QMatmulAgainstReferences) {
                 exact += double(wd[size_t(t)]) * xd[size_t(t)];
                 scale += std::fabs(double(wd[size_t(t)]) * xd[size_t(t)]);
               }
-              if (dt == DType::Q4_1) {
-                const auto* wb = reinterpret_cast<const cpu::quant::BlockQ4_1*>(w.data() + j * ldw);
+              if (dt == DType::Q4_1 || dt == DType::Q5_1) {
+                const char* wrow = reinterpret_cast<const char*>(w.data() + j * ldw);
+                const int64_t wbytes = traits(dt).type_size;
                 const auto* xb = reinterpret_cast<const cpu::quant::BlockQ8_1*>(xrow.data());
-                for (int64_t b = 0; b < kk / 32; ++b)
-                  extra += std::fabs(cpu::f16_to_f32(wb[b].m) * cpu::f16_to_f32(xb[b].s)) * 0x1p-10;
+                for (int64_t b = 0; b < kk / 32; ++b) {
+                  uint16_t m;  // the minimum follows d in both layouts
+                  std::memcpy(&m, wrow + b * wbytes + 2, 2);
+                  extra += std::fabs(cpu::f16_to_f32(m) * cpu::f16_to_f32(xb[b].s)) * 0x1p-10;
+                }
               }
               const float got = y[size_t(i * ldy + j)], want = yr[size_t(i * ldy + j)];
               const std::string where = std::string(dtype_name(dt)) + " k=" + std::to_string(kk) +
@@ -183,7 +188,9 @@ TEST_P(QuantDotTest, QGemmAgainstReferences) {
   ASSERT_NE(ref->qgemm_quant, nullptr);
   if (k->qgemm_quant == nullptr) GTEST_SKIP() << cpu::isa_name(GetParam()) << " has no int8 GEMM (f32 path)";
   constexpr double kTol = 2e-6;
-  for (DType dt : {DType::Q8_0, DType::Q4_0, DType::Q4_1}) {
+  for (DType dt : {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1}) {
+    // Q5_0 / Q5_1 are checked where the build has an int8 GEMM for them.
+    if ((dt == DType::Q5_0 || dt == DType::Q5_1) && ref->qgemm[int(dt)] == nullptr) continue;
     ASSERT_NE(k->qgemm[int(dt)], nullptr) << dtype_name(dt);
     ASSERT_NE(ref->qgemm[int(dt)], nullptr) << dtype_name(dt);
     for (int64_t kk : {32, 96, 576}) {
@@ -250,7 +257,7 @@ INSTANTIATE_TEST_SUITE_P(Isas, QuantDotTest,
 // The whole op (quantize x, integer dots) against f32 x and the dequantized
 // weights in double.  Bound: each activation element is off by at most half
 // its block's step d_x (plus the f16 rounding of d_x, 127 * d_x * 2^-11 for
-// Q8_0 / Q8_1), so |y - y_exact| <= sum_t |w_t| * 0.57 d_x(t), plus Q4_1's
+// Q8_0 / Q8_1), so |y - y_exact| <= sum_t |w_t| * 0.57 d_x(t), plus Q4_1's / Q5_1's
 // f16-rounded s term and f32 rounding.
 TEST(QuantDot, OpAgainstF32Activations) {
   Context ctx(2);
@@ -282,7 +289,8 @@ TEST(QuantDot, OpAgainstF32Activations) {
               scale += std::fabs(wv * xv);
               bound += std::fabs(wv) * 0.57 * dx;
             }
-            if (dt == DType::Q4_1) bound += 32 * amax * 0x1p-10 * 1.0;  // |m| <= 1 here, |s| <= 32 amax
+            // |m| <= 1 here, |s| <= 32 amax
+            if (dt == DType::Q4_1 || dt == DType::Q5_1) bound += 32 * amax * 0x1p-10 * 1.0;
           }
           bound += 1e-5 * scale;
           const double e = std::fabs(double(y[size_t(i * n + j)]) - exact);
