@@ -23,6 +23,9 @@ struct Context {
   // Many rows against Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 weights: int8 activations and the
   // VNNI kernel where the CPU has it (false: f32 activations, as for f16).
   bool use_qgemm = true;
+  // ... from this many rows on, even below gemm_min_rows: repacking the
+  // weights once per call pays off against the small-batch int8 kernels.
+  int64_t qgemm_min_rows = 16;
 
   // Grows and returns per-call scratch of at least n floats.
   float* scratch(size_t n);

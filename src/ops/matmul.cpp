@@ -179,9 +179,11 @@ void quantized_gemm(Context& ctx, const Operands& o, cpu::QGemmFn fn) {
 void matmul(Context& ctx, const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) {
   const Operands o = check_matmul(x, w, bias, y);
   if (o.a.m == 0 || o.n == 0) return;
+  const auto qg = K().qgemm[int(o.wtype)];
+  const bool use_qg = ctx.use_qgemm && qg && K().qgemm_quant && o.a.k % 32 == 0 &&
+                      o.a.m >= std::min(ctx.qgemm_min_rows, ctx.gemm_min_rows);
+  if (use_qg) return quantized_gemm(ctx, o, qg);
   if (o.a.m < ctx.gemm_min_rows) return small_batch(ctx, o);
-  if (auto qg = K().qgemm[int(o.wtype)]; ctx.use_qgemm && qg && K().qgemm_quant && o.a.k % 32 == 0)
-    return quantized_gemm(ctx, o, qg);
 #if defined(RUNNEL_WITH_DNNL)
   if (ctx.use_dnnl && o.a.k > 0) {
     f32_panels(ctx, o, [&](int64_t j0, int64_t nc, const float* wp, int64_t ldw) {

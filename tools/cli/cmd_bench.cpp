@@ -453,7 +453,10 @@ int run_bench(const BenchArgs& a) {
     const DType wdt = model->weight_dtype();
     const std::string label = src.name + " " + std::string(dtype_name(wdt));
     check_lengths(cfg);
-    if (a.gemm_min_rows >= 0) model->context().gemm_min_rows = a.gemm_min_rows;
+    if (a.gemm_min_rows >= 0) {
+      model->context().gemm_min_rows = a.gemm_min_rows;
+      model->context().qgemm_min_rows = a.gemm_min_rows;
+    }
     if (!printer) {
       printer.emplace(fmt_kind, label.size(), backend.size());
       printer->header();
@@ -519,7 +522,8 @@ const Command bench_cmd("bench", [](CLI::App& app) {
       ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
   app.add_option("--gemm-min-rows", a->gemm_min_rows,
                  "Products with at least this many rows use the GEMM path instead of the "
-                 "small-batch kernels (default: the library's)")
+                 "small-batch kernels, for every weight type (default: the library's, 64, and 16 "
+                 "for weights with an int8 GEMM)")
       ->check(CLI::Range(int64_t(0), int64_t(1) << 30));
   app.add_option("--seed", a->seed, "Seed of the random weights and prompt tokens");
   auto* j = app.add_flag("--json", a->json, "One JSON object per row (JSON Lines)");
