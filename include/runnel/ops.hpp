@@ -26,6 +26,10 @@ struct Context {
   // ... from this many rows on, even below gemm_min_rows: repacking the
   // weights once per call pays off against the small-batch int8 kernels.
   int64_t qgemm_min_rows = 16;
+  // Quantized products take the dot-product kernels at every row count (no
+  // int8 GEMM, no f32 fallback): their per-block order is ggml's, so prompts
+  // sum as llama.cpp sums them (slower prompts).
+  bool llama_cpp_order = false;
 
   // Grows and returns per-call scratch of at least n floats.
   float* scratch(size_t n);
@@ -71,10 +75,16 @@ void layernorm(Context& ctx, const Tensor& x, const Tensor* w, const Tensor* b, 
 // sequence of `seq_len` tokens (which only matters for dynamic scaling),
 // each divided by its freq_factors entry when there are any (as llama.cpp).
 std::vector<float> rope_inv_freq(const RopeConfig& cfg, int64_t seq_len);
+// theta^(-2 / rot_dim) where cfg leaves the frequencies unscaled (no scaling,
+// no freq_factors), else 0.  Given to rope, it makes the angles
+// p * theta_scale^i by repeated multiplication, as llama.cpp computes them.
+float rope_theta_scale(const RopeConfig& cfg);
 // Rotates x [n_tok, n_heads, head_dim] f32 in place; token t sits at
 // positions[t].  Only the first rot_dim = 2 * inv_freq.size() dims rotate.
+// Angles: p * inv_freq[i], or with theta_scale > 0 (see rope_theta_scale)
+// p * theta_scale * ... * theta_scale (i factors).
 void rope(Context& ctx, const Tensor& x, std::span<const int32_t> positions,
-          std::span<const float> inv_freq, RopeStyle style);
+          std::span<const float> inv_freq, RopeStyle style, float theta_scale = 0.0f);
 
 // ALiBi slopes for n_heads, including head counts that are not powers of two.
 std::vector<float> alibi_slopes(int64_t n_heads);

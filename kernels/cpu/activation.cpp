@@ -27,7 +27,8 @@ RUNNEL_INLINE VF gelu_tanh_v(VF x) {
   const VF u = VF::set1(kSqrt2OverPi) * fma(VF::set1(0.044715f) * x, x * x, x);
   return VF::set1(0.5f) * x * (VF::set1(1.0f) + tanh(u));
 }
-RUNNEL_INLINE VF silu_v(VF x) { return x / (VF::set1(1.0f) + exp(VF::zero() - x)); }
+// x / (1 + exp(-x)) with ggml's exp, as llama.cpp's SiLU and SwiGLU.
+RUNNEL_INLINE VF silu_v(VF x) { return x / (VF::set1(1.0f) + exp_ggml(VF::zero() - x)); }
 #endif
 
 template <float (*S)(float)

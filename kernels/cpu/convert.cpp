@@ -90,6 +90,13 @@ void register_convert(KernelTable& t) {
 #endif
   t.to_f32[int(DType::Q8_1)] = quant::dequant_q8_1;
   t.to_f32[int(DType::Q8_K)] = quant::dequant_q8_k;
+#if defined(RUNNEL_ISA_SCALAR)
+  t.quant_act[int(DType::Q8_0)] = quant::quant_act_q8_0;
+#else
+  t.quant_act[int(DType::Q8_0)] = qsimd::quant_act_q8_0;
+#endif
+  t.quant_act[int(DType::Q8_1)] = t.from_f32[int(DType::Q8_1)];
+  t.quant_act[int(DType::Q8_K)] = t.from_f32[int(DType::Q8_K)];
 }
 
 }  // namespace runnel::cpu::RUNNEL_ISA_NS

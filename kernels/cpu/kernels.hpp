@@ -88,6 +88,9 @@ struct AttentionArgs {
   int64_t pos0;           // position of query 0; keys 0 .. pos0 + n_q - 1 exist
   float scale;
   const float* alibi_slopes;  // [n_heads] or null
+  // f16 caches on AVX-512: sum in the order ggml uses for a block of queries
+  // (its GEMM) rather than for one (its dot product); see attention.cpp.
+  bool block_order;
 };
 // `scratch` holds at least pos0 + n_q floats.
 using AttentionFn = void (*)(const AttentionArgs& a, int64_t h0, int64_t h1, float* scratch);
@@ -97,6 +100,10 @@ struct KernelTable {
   // Row conversions, indexed by dtype.  Null where a dtype has none.
   void (*to_f32[kNumDTypes])(const void* src, float* dst, int64_t n);
   void (*from_f32[kNumDTypes])(const float* src, void* dst, int64_t n);
+  // Activation quantizers, indexed by vec_dot_type (Q8_0, Q8_1, Q8_K): they
+  // round as ggml's SIMD quantizers do (halves to even, x * 127 / max |x|),
+  // where from_f32 rounds as the reference weight quantizers.
+  void (*quant_act[kNumDTypes])(const float* src, void* dst, int64_t n);
   // Matrix-vector and small-batch products, indexed by the weight dtype:
   // over f32 activations, and (quantized weights) over int8 activations.
   // ops::matmul prefers qmatmul where both exist.

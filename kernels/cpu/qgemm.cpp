@@ -91,7 +91,7 @@ struct Q5_1U {
 void quant_row_ref(const float* x, int8_t* q, float* d, float* s, int64_t k) {
   for (int64_t b = 0; b < k / QK; ++b) {
     quant::BlockQ8_0 blk;
-    quant::quant_q8_0(x + b * QK, &blk, QK);
+    quant::quant_act_q8_0(x + b * QK, &blk, QK);
     std::memcpy(q + b * QK, blk.qs, QK);
     int sum = 0;
     for (int t = 0; t < QK; ++t) sum += blk.qs[t];
@@ -125,15 +125,12 @@ void qgemm_ref(const QGemmArgs& a, int64_t n0, int64_t n1) {
 
 #elif defined(RUNNEL_ISA_AVX512)
 
-// clamp(round(x * id), -127, 127), halves away from zero, NaN to -127: the
-// rounding of the scalar reference (and of qsimd::quant_lanes), 16 lanes.
+// clamp(round_even(x * id), -127, 127), NaN to -127: the rounding of the
+// scalar reference (quant_act_q8_0), 16 lanes.
 RUNNEL_INLINE __m512i quant16(__m512 x, __m512 id) {
   __m512 v = _mm512_max_ps(_mm512_mul_ps(x, id), _mm512_set1_ps(-127.0f));  // NaN -> -127
   v = _mm512_min_ps(v, _mm512_set1_ps(127.0f));
-  const __m512 t = _mm512_roundscale_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-  const __mmask16 up = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(v, t)), _mm512_set1_ps(0.5f), _CMP_GE_OQ);
-  const __m512 one = _mm512_or_ps(_mm512_and_ps(v, _mm512_set1_ps(-0.0f)), _mm512_set1_ps(1.0f));
-  return _mm512_cvttps_epi32(_mm512_mask_add_ps(t, up, t, one));
+  return _mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
 
 void quant_row(const float* x, int8_t* q, float* d, float* s, int64_t k) {
@@ -141,8 +138,8 @@ void quant_row(const float* x, int8_t* q, float* d, float* s, int64_t k) {
     const __m512 v0 = _mm512_loadu_ps(x + b * QK), v1 = _mm512_loadu_ps(x + b * QK + 16);
     // max |x|, NaN ignored (max returns its second operand on NaN)
     const __m512 m = _mm512_max_ps(_mm512_abs_ps(v1), _mm512_max_ps(_mm512_abs_ps(v0), _mm512_setzero_ps()));
-    const float dq = _mm512_reduce_max_ps(m) / 127;
-    const __m512 id = _mm512_set1_ps(dq != 0 ? 1.0f / dq : 0.0f);
+    const float amax = _mm512_reduce_max_ps(m), dq = amax / 127;
+    const __m512 id = _mm512_set1_ps(amax != 0 ? 127.0f / amax : 0.0f);
     const __m512i i0 = quant16(v0, id), i1 = quant16(v1, id);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(q + b * QK), _mm512_cvtsepi32_epi8(i0));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(q + b * QK + 16), _mm512_cvtsepi32_epi8(i1));

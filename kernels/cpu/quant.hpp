@@ -109,6 +109,14 @@ inline int round_clamped(float v, int lo, int hi) {
   return int(std::round(v));
 }
 
+// Round half to even (the SIMD activation quantizers' rounding) and clamp;
+// NaN gives lo.
+inline int round_even_clamped(float v, int lo, int hi) {
+  if (!(v >= float(lo))) return lo;
+  if (v > float(hi)) return hi;
+  return int(std::nearbyint(v));
+}
+
 // Sub-block j's 6-bit scale and minimum of a Q4_K super-block: j < 4 in the
 // low 6 bits of bytes j and j + 4; j >= 4 in the nibbles of byte j + 4 with
 // the top 2 bits in bits 6-7 of bytes j - 4 (scale) and j (minimum).
@@ -210,6 +218,21 @@ inline void quant_q8_0(const float* src, void* dst, int64_t n) {
   }
 }
 
+// Activations for Q8_0 and Q4_0 / Q5_0 weights: q = round_even(x * 127 /
+// amax), d = amax / 127, as ggml's SIMD quantize_row_q8_0 (its scalar
+// reference, quant_q8_0 above, divides by d and rounds halves away from zero).
+inline void quant_act_q8_0(const float* src, void* dst, int64_t n) {
+  auto* b = static_cast<BlockQ8_0*>(dst);
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    const float* x = src + i * kQK;
+    float amax = 0;
+    for (int j = 0; j < kQK; ++j) amax = std::fmax(amax, std::fabs(x[j]));
+    const float id = amax != 0 ? 127.0f / amax : 0.0f;
+    b[i].d = f32_to_f16(amax / 127);
+    for (int j = 0; j < kQK; ++j) b[i].qs[j] = int8_t(round_even_clamped(x[j] * id, -127, 127));
+  }
+}
+
 inline void quant_q4_0(const float* src, void* dst, int64_t n) {
   auto* b = static_cast<BlockQ4_0*>(dst);
   for (int64_t i = 0; i < n / kQK; ++i) {
@@ -295,7 +318,8 @@ inline void quant_q5_1(const float* src, void* dst, int64_t n) {
   }
 }
 
-// Activations for Q4_1 and Q5_1 weights (ggml's quantize_row_q8_1_ref).
+// Activations for Q4_1 and Q5_1 weights, rounded as ggml's SIMD
+// quantize_row_q8_1 (see quant_act_q8_0); s = d * sum(q).
 inline void quant_q8_1(const float* src, void* dst, int64_t n) {
   auto* b = static_cast<BlockQ8_1*>(dst);
   for (int64_t i = 0; i < n / kQK; ++i) {
@@ -303,10 +327,10 @@ inline void quant_q8_1(const float* src, void* dst, int64_t n) {
     float amax = 0;
     for (int j = 0; j < kQK; ++j) amax = std::fmax(amax, std::fabs(x[j]));
     const float d = amax / 127;
-    const float id = d != 0 ? 1.0f / d : 0.0f;
+    const float id = amax != 0 ? 127.0f / amax : 0.0f;
     int sum = 0;
     for (int j = 0; j < kQK; ++j) {
-      const int q = round_clamped(x[j] * id, -127, 127);
+      const int q = round_even_clamped(x[j] * id, -127, 127);
       b[i].qs[j] = int8_t(q);
       sum += q;
     }
@@ -323,7 +347,8 @@ inline void dequant_q8_1(const void* src, float* dst, int64_t n) {
   }
 }
 
-// Activations for the K-quants: d = max |x| / 127, q = round(x / d).
+// Activations for the K-quants: d = max |x| / 127, q = round_even(x * 127 /
+// max |x|).
 inline void quant_q8_k(const float* src, void* dst, int64_t n) {
   auto* b = static_cast<BlockQ8_K*>(dst);
   for (int64_t i = 0; i < n / kQK_K; ++i) {
@@ -331,12 +356,12 @@ inline void quant_q8_k(const float* src, void* dst, int64_t n) {
     float amax = 0;
     for (int j = 0; j < kQK_K; ++j) amax = std::fmax(amax, std::fabs(x[j]));
     const float d = amax / 127;
-    const float id = d != 0 ? 1.0f / d : 0.0f;
+    const float id = amax != 0 ? 127.0f / amax : 0.0f;
     b[i].d = d;
     for (int g = 0; g < kQK_K / 16; ++g) {
       int sum = 0;
       for (int j = 16 * g; j < 16 * g + 16; ++j) {
-        const int q = round_clamped(x[j] * id, -127, 127);
+        const int q = round_even_clamped(x[j] * id, -127, 127);
         b[i].qs[j] = int8_t(q);
         sum += q;
       }

@@ -67,11 +67,14 @@ RUNNEL_INLINE __m256 amax_step(__m256 acc, __m256 x) {
   return _mm256_max_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), x), acc);  // NaN -> acc
 }
 
-// clamp(round(x * id), -127, 127) as int32, rounding half away from zero as
-// roundf does; NaN gives -127 like the scalar reference.
+// clamp(round(x * id), -127, 127) as int32; NaN gives -127 like the scalar
+// references.  Weights round half away from zero, as roundf (ggml's reference
+// quantizers); activations round half to even (ggml's SIMD quantizers).
+template <bool Even = false>
 RUNNEL_INLINE __m256i quant_lanes(__m256 x, __m256 id) {
   __m256 v = _mm256_max_ps(_mm256_mul_ps(x, id), _mm256_set1_ps(-127.0f));  // NaN -> -127
   v = _mm256_min_ps(v, _mm256_set1_ps(127.0f));
+  if constexpr (Even) return _mm256_cvtps_epi32(_mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
   const __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
   const __m256 frac = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), _mm256_sub_ps(v, t));
   const __m256 up = _mm256_and_ps(_mm256_cmp_ps(frac, _mm256_set1_ps(0.5f), _CMP_GE_OQ),
@@ -86,6 +89,9 @@ RUNNEL_INLINE __m256i pack_i8(__m256i a, __m256i b, __m256i c, __m256i d) {
 }
 
 // One block of 32: the scale and the quantized lanes; `sum` gets sum(q).
+// Weights: q = round(x / d), as ggml's reference quantizer.  Activations:
+// q = round_even(x * (127 / amax)), as ggml's SIMD activation quantizers.
+template <bool Act>
 RUNNEL_INLINE float quant_block32(const float* x, int8_t* q, int* sum) {
   __m256 v[4];
   __m256 m = _mm256_setzero_ps();
@@ -93,10 +99,10 @@ RUNNEL_INLINE float quant_block32(const float* x, int8_t* q, int* sum) {
     v[t] = _mm256_loadu_ps(x + 8 * t);
     m = amax_step(m, v[t]);
   }
-  const float d = hmax(m) / 127;
-  const __m256 id = _mm256_set1_ps(d != 0 ? 1.0f / d : 0.0f);
+  const float amax = hmax(m), d = amax / 127;
+  const __m256 id = _mm256_set1_ps(Act ? (amax != 0 ? 127.0f / amax : 0.0f) : (d != 0 ? 1.0f / d : 0.0f));
   __m256i i[4];
-  for (int t = 0; t < 4; ++t) i[t] = quant_lanes(v[t], id);
+  for (int t = 0; t < 4; ++t) i[t] = quant_lanes<Act>(v[t], id);
   if (sum)
     *sum = hsum_i32(_mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3])));
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(q), pack_i8(i[0], i[1], i[2], i[3]));
@@ -105,14 +111,19 @@ RUNNEL_INLINE float quant_block32(const float* x, int8_t* q, int* sum) {
 
 inline void quant_q8_0(const float* src, void* dst, int64_t n) {
   auto* b = static_cast<quant::BlockQ8_0*>(dst);
-  for (int64_t i = 0; i < n / 32; ++i) b[i].d = f32_to_f16(quant_block32(src + 32 * i, b[i].qs, nullptr));
+  for (int64_t i = 0; i < n / 32; ++i) b[i].d = f32_to_f16(quant_block32<false>(src + 32 * i, b[i].qs, nullptr));
+}
+
+inline void quant_act_q8_0(const float* src, void* dst, int64_t n) {
+  auto* b = static_cast<quant::BlockQ8_0*>(dst);
+  for (int64_t i = 0; i < n / 32; ++i) b[i].d = f32_to_f16(quant_block32<true>(src + 32 * i, b[i].qs, nullptr));
 }
 
 inline void quant_q8_1(const float* src, void* dst, int64_t n) {
   auto* b = static_cast<quant::BlockQ8_1*>(dst);
   for (int64_t i = 0; i < n / 32; ++i) {
     int sum = 0;
-    const float d = quant_block32(src + 32 * i, b[i].qs, &sum);
+    const float d = quant_block32<true>(src + 32 * i, b[i].qs, &sum);
     b[i].d = f32_to_f16(d);
     b[i].s = f32_to_f16(float(sum) * d);
   }
@@ -124,12 +135,12 @@ inline void quant_q8_k(const float* src, void* dst, int64_t n) {
     const float* x = src + 256 * i;
     __m256 m = _mm256_setzero_ps();
     for (int t = 0; t < 32; ++t) m = amax_step(m, _mm256_loadu_ps(x + 8 * t));
-    const float d = hmax(m) / 127;
-    const __m256 id = _mm256_set1_ps(d != 0 ? 1.0f / d : 0.0f);
+    const float amax = hmax(m), d = amax / 127;
+    const __m256 id = _mm256_set1_ps(amax != 0 ? 127.0f / amax : 0.0f);
     b[i].d = d;
     for (int c = 0; c < 8; ++c) {
       __m256i v[4];
-      for (int t = 0; t < 4; ++t) v[t] = quant_lanes(_mm256_loadu_ps(x + 32 * c + 8 * t), id);
+      for (int t = 0; t < 4; ++t) v[t] = quant_lanes<true>(_mm256_loadu_ps(x + 32 * c + 8 * t), id);
       b[i].bsums[2 * c] = int16_t(hsum_i32(_mm256_add_epi32(v[0], v[1])));
       b[i].bsums[2 * c + 1] = int16_t(hsum_i32(_mm256_add_epi32(v[2], v[3])));
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(b[i].qs + 32 * c), pack_i8(v[0], v[1], v[2], v[3]));

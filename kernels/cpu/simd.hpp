@@ -147,6 +147,36 @@ RUNNEL_INLINE VF exp(VF x) {
   const VF n1 = round_nearest(n * half);
   return p * pow2i(n1) * pow2i(n - n1);
 }
+// exp(x) in the form of ggml's vector expf, so that SiLU and the f16
+// attention softmax agree with llama.cpp bit for bit: n = round(x / ln2) by the
+// 1.5 * 2^23 shift, b = x - n ln2 with ln2 in two parts, a degree-5
+// polynomial in b as two FMA chains in b and b^2, then scaled by 2^n
+// (|n| > 192 gives 0 or infinity).  A few ulp from exp.
+RUNNEL_INLINE VF exp_ggml(VF x) {
+  const VF shift = VF::set1(0x1.8p23f);
+  const VF n = fma(x, VF::set1(0x1.715476p+0f), shift) - shift;
+  const VF b = fma(n, VF::set1(-0x1.7f7d1cp-20f), fma(n, VF::set1(-0x1.62e4p-1f), x));
+  const VF u = b * b;
+  const VF hi = fma(fma(VF::set1(0x1.0e4020p-7f), b, VF::set1(0x1.573e2ep-5f)), u,
+                    fma(VF::set1(0x1.555e66p-3f), b, VF::set1(0x1.fffdb6p-2f)));
+  const VF j = fma(hi, u, fma(VF::set1(0x1.ffffecp-1f), b, VF::set1(1.0f)));
+#if defined(RUNNEL_ISA_AVX512)
+  const __m512 r = _mm512_scalef_ps(j.v, n.v);
+  const __mmask16 big = _mm512_cmp_ps_mask(_mm512_abs_ps(n.v), _mm512_set1_ps(192.0f), _CMP_GT_OQ);
+  if (!big) return {r};
+  const __m512 alt = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(n.v, _mm512_setzero_ps(), _CMP_LE_OQ),
+                                          _mm512_set1_ps(INFINITY), _mm512_setzero_ps());
+  return {_mm512_mask_blend_ps(big, r, alt)};
+#else
+  // 2^n in two factors, so that |n| up to 192 neither overflows nor flushes
+  const VF nc = min(max(n, VF::set1(-192.0f)), VF::set1(192.0f));
+  const VF n1 = round_nearest(nc * VF::set1(0.5f));
+  const VF r = j * pow2i(n1) * pow2i(nc - n1);
+  const __m256 big = _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), n.v), _mm256_set1_ps(192.0f), _CMP_GT_OQ);
+  const __m256 alt = _mm256_and_ps(_mm256_cmp_ps(n.v, _mm256_setzero_ps(), _CMP_GT_OQ), _mm256_set1_ps(INFINITY));
+  return {_mm256_blendv_ps(r.v, alt, big)};
+#endif
+}
 // erf(x) with absolute error below 2e-7 (Abramowitz & Stegun 7.1.26 form,
 // refined coefficients).
 RUNNEL_INLINE VF erf(VF x) {

@@ -481,6 +481,7 @@ void Model::Impl::forward(std::span<const Model::BatchItem> items) {
     }
   }
   const std::span<const float> slopes(alibi);
+  const float theta_scale = c.position == PositionKind::Rope ? ops::rope_theta_scale(c.rope) : 0.0f;
 
   for (int64_t l = 0; l < c.n_layers; ++l) {
     // Attention block.
@@ -526,8 +527,8 @@ void Model::Impl::forward(std::span<const Model::BatchItem> items) {
       const Tensor Qb = Q3.slice(0, o0, o1), Kb = K3.slice(0, o0, o1);
       if (c.position == PositionKind::Rope) {
         const std::span<const int32_t> pos(positions.data() + o0, size_t(o1 - o0));
-        ops::rope(cx, Qb, pos, inv_freq[b], c.rope_style);
-        ops::rope(cx, Kb, pos, inv_freq[b], c.rope_style);
+        ops::rope(cx, Qb, pos, inv_freq[b], c.rope_style, theta_scale);
+        ops::rope(cx, Kb, pos, inv_freq[b], c.rope_style, theta_scale);
       }
       it.cache->store(cx, l, it.pos0, Kb, V3.slice(0, o0, o1));
       ops::attention(cx, Qb, it.cache->view(l), it.pos0, c.attn_scale, slopes,

@@ -74,6 +74,7 @@ void attention(Context& ctx, const Tensor& q, const KvView& kv, int64_t pos0, fl
   a.head_dim = head_dim;
   a.scale = scale;
   a.alibi_slopes = alibi_slopes.empty() ? nullptr : alibi_slopes.data();
+  a.block_order = n_q >= 2;
 
   const int nt = ctx.pool.size();
   float* scratch = ctx.scratch(size_t(nt) * size_t(n_kv));

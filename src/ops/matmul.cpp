@@ -64,7 +64,7 @@ constexpr int64_t kRowGrain = 16;
 void small_batch(Context& ctx, const Operands& o) {
   const DType xt = traits(o.wtype).vec_dot_type;
   auto qfn = K().qmatmul[int(o.wtype)];
-  auto quant = K().from_f32[int(xt)];
+  auto quant = K().quant_act[int(xt)];
   if (qfn && quant && xt != DType::F32) {
     // x's rows quantized once per call into scratch (4-byte aligned, as
     // Q8_K's f32 scale wants), shared by every thread's weight rows.
@@ -179,6 +179,8 @@ void quantized_gemm(Context& ctx, const Operands& o, cpu::QGemmFn fn) {
 void matmul(Context& ctx, const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) {
   const Operands o = check_matmul(x, w, bias, y);
   if (o.a.m == 0 || o.n == 0) return;
+  if (ctx.llama_cpp_order && K().qmatmul[int(o.wtype)] && traits(o.wtype).vec_dot_type != DType::F32)
+    return small_batch(ctx, o);
   const auto qg = K().qgemm[int(o.wtype)];
   const bool use_qg = ctx.use_qgemm && qg && K().qgemm_quant && o.a.k % 32 == 0 &&
                       o.a.m >= std::min(ctx.qgemm_min_rows, ctx.gemm_min_rows);

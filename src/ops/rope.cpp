@@ -69,8 +69,14 @@ std::vector<float> rope_inv_freq(const RopeConfig& cfg, int64_t seq_len) {
   return inv;
 }
 
+float rope_theta_scale(const RopeConfig& cfg) {
+  if (cfg.scaling != RopeScaling::None || !cfg.freq_factors.empty() || cfg.rot_dim <= 0 || !(cfg.theta > 0.0f))
+    return 0.0f;
+  return std::pow(cfg.theta, -2.0f / float(cfg.rot_dim));
+}
+
 void rope(Context& ctx, const Tensor& x, std::span<const int32_t> positions,
-          std::span<const float> inv_freq, RopeStyle style) {
+          std::span<const float> inv_freq, RopeStyle style, float theta_scale) {
   expect_cpu(x, "rope", "x");
   expect_dtype(x, DType::F32, "rope", "x");
   expect_ndim(x, 3, "rope", "x");
@@ -92,10 +98,18 @@ void rope(Context& ctx, const Tensor& x, std::span<const int32_t> positions,
     std::vector<float> cs(size_t(2 * half));
     for (int64_t t = t0; t < t1; ++t) {
       const float p = float(positions[size_t(t)]);
-      for (int64_t i = 0; i < half; ++i) {
-        const float a = p * inv_freq[size_t(i)];
-        cs[size_t(i)] = std::cos(a);
-        cs[size_t(half + i)] = std::sin(a);
+      if (theta_scale > 0.0f) {
+        float a = p;
+        for (int64_t i = 0; i < half; ++i, a *= theta_scale) {
+          cs[size_t(i)] = std::cos(a);
+          cs[size_t(half + i)] = std::sin(a);
+        }
+      } else {
+        for (int64_t i = 0; i < half; ++i) {
+          const float a = p * inv_freq[size_t(i)];
+          cs[size_t(i)] = std::cos(a);
+          cs[size_t(half + i)] = std::sin(a);
+        }
       }
       fn(base + t * tok_stride, n_heads, head_stride, rot, cs.data(), cs.data() + half, style);
     }

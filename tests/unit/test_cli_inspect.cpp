@@ -56,6 +56,15 @@ TEST(CliInspect, LlamaGqaTiedMatchesItsConfig) {
   EXPECT_FALSE(j["tokenizer"]["present"].get<bool>());
 }
 
+// The KV cache is f32 unless asked for; --llama-cpp-order makes f16 the
+// default, as llama.cpp's, and an explicit --kv-dtype still wins.
+TEST(CliInspect, KvDtypeDefaults) {
+  const std::string m = "-m " + quote(fixture("llama-mha").string());
+  EXPECT_EQ(inspect_json(m)["memory"]["kv_dtype"], "f32");
+  EXPECT_EQ(inspect_json(m + " --llama-cpp-order")["memory"]["kv_dtype"], "f16");
+  EXPECT_EQ(inspect_json(m + " --llama-cpp-order --kv-dtype f32")["memory"]["kv_dtype"], "f32");
+}
+
 // Converted weights: matrices in the compute dtype, norms stay f32.
 TEST(CliInspect, ConvertedWeights) {
   const json j = inspect_json("-m " + quote(fixture("llama-mha").string()) + " --dtype f16");

@@ -205,6 +205,36 @@ TEST(Ops, RopeRotatesEachTokenAtItsPosition) {
   EXPECT_THROW(ops::rope(ctx, T(x, {n_tok, n_heads, hd}), short_pos, inv, RopeStyle::NeoX), Error);
 }
 
+// With theta_scale the angles are built by repeated multiplication from the
+// position (llama.cpp's form): for a unit pair (1, 0) the rotated pair is
+// exactly (cos a_i, sin a_i) with a_0 = p, a_i+1 = a_i * theta_scale.
+TEST(Ops, RopeAnglesByRepeatedMultiplication) {
+  RopeConfig c;
+  c.rot_dim = 8;
+  c.theta = 10000.0f;
+  const float ts = ops::rope_theta_scale(c);
+  EXPECT_EQ(ts, std::pow(10000.0f, -2.0f / 8.0f));
+  Context ctx(1);
+  const int64_t hd = 8;
+  std::vector<float> x(hd, 0.0f);
+  for (int i = 0; i < 4; ++i) x[size_t(i)] = 1.0f;  // NeoX pairs (i, i + 4)
+  std::vector<int32_t> pos = {777};
+  const auto inv = ops::rope_inv_freq(c, 1);
+  ops::rope(ctx, T(x, {1, 1, hd}), pos, inv, RopeStyle::NeoX, ts);
+  float a = 777.0f;
+  for (int i = 0; i < 4; ++i, a *= ts) {
+    EXPECT_EQ(x[size_t(i)], std::cos(a)) << i;
+    EXPECT_EQ(x[size_t(i + 4)], std::sin(a)) << i;
+  }
+  // Scaled or factored frequencies keep p * inv_freq[i].
+  c.scaling = RopeScaling::Linear;
+  c.factor = 2.0f;
+  EXPECT_EQ(ops::rope_theta_scale(c), 0.0f);
+  c.scaling = RopeScaling::None;
+  c.freq_factors = {1.0f, 1.0f, 2.0f, 4.0f};
+  EXPECT_EQ(ops::rope_theta_scale(c), 0.0f);
+}
+
 // Attention through the op equals a naive computation with masked softmax, for
 // a contiguous cache and for the same cache split into shuffled pages.
 TEST(Ops, AttentionContiguousEqualsPaged) {

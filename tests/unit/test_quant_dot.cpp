@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -86,6 +87,45 @@ TEST_P(QuantDotTest, ActivationQuantizersMatchTheReferences) {
       std::vector<uint8_t> got(row_bytes(xt, n), 0x11), want(row_bytes(xt, n), 0x22);
       k->from_f32[int(xt)](x.data(), got.data(), n);
       traits(xt).from_float(x.data(), want.data(), n);
+      EXPECT_EQ(got, want) << dtype_name(xt) << " n=" << n;
+    }
+  }
+}
+
+TEST_P(QuantDotTest, ActivationQuantizersRoundHalvesToEven) {
+  // amax = 127 makes the multiplier 1, so these values are exact halves.
+  for (DType xt : {DType::Q8_0, DType::Q8_1, DType::Q8_K}) {
+    ASSERT_NE(k->quant_act[int(xt)], nullptr) << dtype_name(xt);
+    ASSERT_NE(ref->quant_act[int(xt)], nullptr) << dtype_name(xt);
+    const int64_t n = 256;
+    std::vector<float> x(size_t(n), 0.0f);
+    x[0] = 127.0f;
+    const float halves[] = {2.5f, 3.5f, -2.5f, -3.5f, 0.5f, -0.5f, 126.5f, -126.5f};
+    for (int64_t i = 0; i < n; i += 32) x[size_t(i)] = 127.0f;
+    for (size_t i = 0; i < std::size(halves); ++i) x[1 + i] = halves[i];
+    for (const cpu::KernelTable* t : {k, ref}) {
+      std::vector<uint8_t> q(row_bytes(xt, n));
+      t->quant_act[int(xt)](x.data(), q.data(), n);
+      const int8_t* qs = xt == DType::Q8_0   ? reinterpret_cast<const cpu::quant::BlockQ8_0*>(q.data())->qs
+                         : xt == DType::Q8_1 ? reinterpret_cast<const cpu::quant::BlockQ8_1*>(q.data())->qs
+                                             : reinterpret_cast<const cpu::quant::BlockQ8_K*>(q.data())->qs;
+      const int want[] = {2, 4, -2, -4, 0, 0, 126, -126};
+      for (size_t i = 0; i < std::size(want); ++i)
+        EXPECT_EQ(qs[1 + i], want[i]) << dtype_name(xt) << " " << cpu::isa_name(t->isa) << " x=" << halves[i];
+    }
+  }
+}
+
+TEST_P(QuantDotTest, ActivationQuantizersMatchTheScalarOnes) {
+  for (DType xt : {DType::Q8_0, DType::Q8_1, DType::Q8_K}) {
+    for (int64_t n : {256, 1024}) {
+      auto x = activations(size_t(n), uint32_t(n) + 5);
+      x[9] = NAN;
+      x[100] = -INFINITY;
+      x[3] = 2.5f;
+      std::vector<uint8_t> got(row_bytes(xt, n), 0x11), want(row_bytes(xt, n), 0x22);
+      k->quant_act[int(xt)](x.data(), got.data(), n);
+      ref->quant_act[int(xt)](x.data(), want.data(), n);
       EXPECT_EQ(got, want) << dtype_name(xt) << " n=" << n;
     }
   }
@@ -259,6 +299,32 @@ INSTANTIATE_TEST_SUITE_P(Isas, QuantDotTest,
 // its block's step d_x (plus the f16 rounding of d_x, 127 * d_x * 2^-11 for
 // Q8_0 / Q8_1), so |y - y_exact| <= sum_t |w_t| * 0.57 d_x(t), plus Q4_1's / Q5_1's
 // f16-rounded s term and f32 rounding.
+// With llama_cpp_order every row of a many-row product is its own
+// matrix-vector product, bit for bit (the int8 GEMM's order differs).
+TEST(QuantDot, LlamaCppOrderMakesEveryRowAMatrixVectorProduct) {
+  Context ctx(2);
+  const int64_t kk = 1024, n = 40, m = 48;
+  for (DType dt : kWeightTypes) {
+    const auto xf = activations(size_t(m * kk), 91);
+    const auto wf = random_floats(size_t(n * kk), 92, -1, 1);
+    std::vector<uint8_t> w(row_bytes(dt, n * kk));
+    traits(dt).from_float(wf.data(), w.data(), n * kk);
+    const Tensor W = Tensor::view(w.data(), dt, {n, kk});
+    std::vector<float> y(static_cast<size_t>(m * n)), y1(static_cast<size_t>(n));
+    ctx.llama_cpp_order = true;
+    ops::matmul(ctx, Tensor::view(const_cast<float*>(xf.data()), DType::F32, {m, kk}), W, nullptr,
+                Tensor::view(y.data(), DType::F32, {m, n}));
+    int differ = 0;
+    for (int64_t i = 0; i < m; ++i) {
+      ops::matmul(ctx, Tensor::view(const_cast<float*>(xf.data() + i * kk), DType::F32, {1, kk}), W, nullptr,
+                  Tensor::view(y1.data(), DType::F32, {1, n}));
+      for (int64_t j = 0; j < n; ++j) differ += y[size_t(i * n + j)] != y1[size_t(j)];
+    }
+    EXPECT_EQ(differ, 0) << dtype_name(dt);
+    ctx.llama_cpp_order = false;
+  }
+}
+
 TEST(QuantDot, OpAgainstF32Activations) {
   Context ctx(2);
   const int64_t kk = 2048, n = 37;

@@ -28,7 +28,11 @@ void add_model_flags(CLI::App& app, ModelFlags& f, bool context) {
       "Tokenizer file or folder (tokenizer.json, tokenizer.model, llama2.c tokenizer.bin, GGUF)");
   app.add_option("--dtype", f.dtype,
                  "Weight compute dtype: f32, f16 or bf16 (default: the file's)");
-  app.add_option("--kv-dtype", f.kv_dtype, "KV cache dtype: f32 or f16")->capture_default_str();
+  app.add_option("--kv-dtype", f.kv_dtype, "KV cache dtype: f32 or f16 (default: f32; f16 with --llama-cpp-order)");
+  app.add_flag("--llama-cpp-order", f.llama_cpp_order,
+               "Quantized products in llama.cpp's summation order at every batch size (slower "
+               "prompts); with --kv-dtype f16 on AVX-512, Q4_1 and Q5_1 files then give llama.cpp's "
+               "logits bit for bit.  Makes f16 the default --kv-dtype");
   app.add_option("-t,--threads", f.threads, "Worker threads (default: all)")
       ->check(CLI::Range(0, 1024));
   if (context) {
@@ -51,6 +55,7 @@ LoadOptions load_options(const ModelFlags& f) {
 }
 
 DType kv_dtype(const ModelFlags& f) {
+  if (f.kv_dtype.empty()) return f.llama_cpp_order ? DType::F16 : DType::F32;
   const DType kv = parse_dtype(f.kv_dtype, "--kv-dtype");
   if (kv != DType::F32 && kv != DType::F16) throw Error("--kv-dtype: must be f32 or f16");
   return kv;
@@ -64,6 +69,7 @@ std::unique_ptr<Model> load_model(const ModelFlags& f, double* load_ms) {
   const auto t0 = std::chrono::steady_clock::now();
   auto model = Model::load(f.model, o);
   bar.finish();
+  model->context().llama_cpp_order = f.llama_cpp_order;
   if (load_ms)
     *load_ms =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();

@@ -17,10 +17,11 @@ struct ModelFlags {
   std::string model;
   std::string tokenizer;
   std::string dtype;
-  std::string kv_dtype = "f32";
+  std::string kv_dtype;  // empty: f32, or f16 with llama_cpp_order
   int threads = 0;
   int64_t ctx = 0;           // -c; 0: the command's default
   double kv_cache_mb = 0.0;  // 0: unbounded
+  bool llama_cpp_order = false;
 };
 
 // -m/--model, --tokenizer, --dtype, --kv-dtype, -t/--threads; with
