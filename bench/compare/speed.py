@@ -36,11 +36,12 @@ def runnel_has_bench(runnel):
     return r.returncode == 0
 
 
-def runnel_bench(runnel, model, pp, tg, threads, reps):
+def runnel_bench(runnel, model, pp, tg, threads, reps, extra=()):
     """tokens/s for pp and tg: lists over the repetitions (or means)."""
     if runnel_has_bench(runnel):
         r = subprocess.run([runnel, "bench", "-m", model, "-p", str(pp), "-n", str(tg), "-t",
-                            str(threads), "-r", str(reps), "--json"], capture_output=True, text=True)
+                            str(threads), "-r", str(reps), "--json", *extra], capture_output=True,
+                           text=True)
         if r.returncode != 0:
             raise RuntimeError(f"runnel bench failed: {r.stderr.strip()}")
         # JSON Lines (one object per test), or one JSON document.
@@ -122,6 +123,8 @@ def main():
     ap.add_argument("-p", type=int, default=512)
     ap.add_argument("-n", type=int, default=128)
     ap.add_argument("-r", "--reps", type=int, default=3)
+    ap.add_argument("--runnel-args", default="",
+                    help="more arguments for `runnel bench`, e.g. --runnel-args=--llama-cpp-order")
     ap.add_argument("--runnel-only", action="store_true",
                     help="measure runnel alone (no llama-cpp-python needed)")
     ap.add_argument("--json", help="also write the raw numbers here")
@@ -132,7 +135,7 @@ def main():
         print("| model | MiB | runnel pp t/s | runnel tg t/s | method |")
         print("| --- | --- | --- | --- | --- |")
         for m in a.models:
-            r_pp, r_tg, how = runnel_bench(a.runnel, m, a.p, a.n, a.threads, a.reps)
+            r_pp, r_tg, how = runnel_bench(a.runnel, m, a.p, a.n, a.threads, a.reps, a.runnel_args.split())
             print(f"| {os.path.basename(m)} | {os.path.getsize(m) / 2**20:.0f} | pp{a.p} "
                   f"{fmt_rate(r_pp)} | tg{a.n} {fmt_rate(r_tg)} | {how} |", flush=True)
         return 0
@@ -143,7 +146,7 @@ def main():
         log(f"== {m}")
         l_pp, l_tg = llama_bench(m, a.p, a.n, a.threads, a.reps)
         log(f"   llama.cpp pp{a.p} {fmt_rate(l_pp)}  tg{a.n} {fmt_rate(l_tg)}")
-        r_pp, r_tg, how = runnel_bench(a.runnel, m, a.p, a.n, a.threads, a.reps)
+        r_pp, r_tg, how = runnel_bench(a.runnel, m, a.p, a.n, a.threads, a.reps, a.runnel_args.split())
         log(f"   runnel    pp{a.p} {fmt_rate(r_pp)}  tg{a.n} {fmt_rate(r_tg)}  ({how})")
         rows.append({"model": m, "size_mib": os.path.getsize(m) / 2**20,
                      "llama_pp": l_pp, "llama_tg": l_tg, "runnel_pp": r_pp, "runnel_tg": r_tg,

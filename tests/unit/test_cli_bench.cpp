@@ -150,6 +150,23 @@ TEST(CliBench, MultiplePromptAndGenerationLengths) {
   for (const json& row : rows) EXPECT_EQ(row["kv_dtype"], "f16");
 }
 
+// --llama-cpp-order runs (quantized weights through the dot-product kernels)
+// and makes the KV cache f16 unless --kv-dtype says otherwise.
+TEST(CliBench, LlamaCppOrder) {
+  const fs::path cfg = tiny_config();
+  const Result r = run_cli("bench --config " + quote(cfg.string()) +
+                           " --dtype q4_1 -p 40 -n 2 -t 1 -r 1 --json --llama-cpp-order");
+  const Result r32 = run_cli("bench --config " + quote(cfg.string()) +
+                             " --dtype q4_1 -p 40 -n 2 -t 1 -r 1 --json --llama-cpp-order --kv-dtype f32");
+  fs::remove_all(cfg.parent_path());
+  ASSERT_EQ(r.code, 0) << r.err;
+  ASSERT_EQ(r32.code, 0) << r32.err;
+  const auto rows = json_rows(r);
+  check_rows(rows, {"pp40", "tg2"}, {1}, {1}, 1);
+  for (const json& row : rows) EXPECT_EQ(row["kv_dtype"], "f16");
+  for (const json& row : json_rows(r32)) EXPECT_EQ(row["kv_dtype"], "f32");
+}
+
 TEST(CliBench, QuantizedRandomWeights) {
   const fs::path cfg = tiny_config();
   const Result r = run_cli("bench --config " + quote(cfg.string()) +

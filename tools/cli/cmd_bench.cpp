@@ -33,7 +33,7 @@ namespace {
 struct BenchArgs {
   std::string model, config, preset;
   std::string dtype;
-  std::string kv_dtype = "f32";
+  std::string kv_dtype;  // empty: f32, or f16 with --llama-cpp-order
   std::string n_prompt = "512";
   std::string n_gen = "128";
   std::string batch = "1";
@@ -41,6 +41,7 @@ struct BenchArgs {
   int reps = 3;
   int64_t ubatch = 0;          // 0: max(512, prompt length, batch)
   int64_t gemm_min_rows = -1;  // -1: the library's default
+  bool llama_cpp_order = false;
   bool json = false;
   bool csv = false;
   uint64_t seed = 0;
@@ -394,7 +395,8 @@ int run_bench(const BenchArgs& a) {
                                                : parse_list(a.threads, "-t/--threads", 0, 1024);
   for (int& t : threads)
     if (t == 0) t = ThreadPool::hardware_threads();
-  const DType kv = parse_dtype(a.kv_dtype, "--kv-dtype");
+  const DType kv = a.kv_dtype.empty() ? (a.llama_cpp_order ? DType::F16 : DType::F32)
+                                      : parse_dtype(a.kv_dtype, "--kv-dtype");
   if (kv != DType::F32 && kv != DType::F16) throw Error("--kv-dtype: must be f32 or f16");
 
   Source src;
@@ -457,6 +459,7 @@ int run_bench(const BenchArgs& a) {
       model->context().gemm_min_rows = a.gemm_min_rows;
       model->context().qgemm_min_rows = a.gemm_min_rows;
     }
+    model->context().llama_cpp_order = a.llama_cpp_order;
     if (!printer) {
       printer.emplace(fmt_kind, label.size(), backend.size());
       printer->header();
@@ -510,7 +513,10 @@ const Command bench_cmd("bench", [](CLI::App& app) {
   app.add_option("--dtype", a->dtype,
                  "Weight dtype (f32, f16, bf16, q8_0, q4_0, q4_1; default: the file's, or f16 "
                  "for random weights)");
-  app.add_option("--kv-dtype", a->kv_dtype, "KV cache dtype: f32 or f16");
+  app.add_option("--kv-dtype", a->kv_dtype, "KV cache dtype: f32 or f16 (default: f32; f16 with --llama-cpp-order)");
+  app.add_flag("--llama-cpp-order", a->llama_cpp_order,
+               "Quantized products in llama.cpp's summation order at every batch size (as "
+               "generate's flag)");
   app.add_option("-p,--n-prompt", a->n_prompt, "Prompt lengths for pp tests (list; 0: none)");
   app.add_option("-n,--n-gen", a->n_gen, "Generated tokens for tg tests (list; 0: none)");
   app.add_option("-b,--batch", a->batch, "Concurrent sequences (list)");
