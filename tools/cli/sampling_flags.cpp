@@ -31,8 +31,8 @@ void add_model_flags(CLI::App& app, ModelFlags& f, bool context) {
   app.add_option("--kv-dtype", f.kv_dtype, "KV cache dtype: f32 or f16 (default: f32; f16 with --llama-cpp-order)");
   app.add_flag("--llama-cpp-order", f.llama_cpp_order,
                "Quantized products in llama.cpp's summation order at every batch size (slower "
-               "prompts); with --kv-dtype f16 on AVX-512, Q4_1 and Q5_1 files then give llama.cpp's "
-               "logits bit for bit.  Makes f16 the default --kv-dtype");
+               "prompts), and f16 as the default --kv-dtype: on AVX-512, Q4_1, Q5_1 and Q8_0 files "
+               "then give llama.cpp's logits bit for bit");
   app.add_option("-t,--threads", f.threads, "Worker threads (default: all)")
       ->check(CLI::Range(0, 1024));
   if (context) {
