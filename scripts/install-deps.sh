@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Installs runnel's build dependencies from Debian packages (Debian 12 or later).
-# Run as root, or with sudo available.
+# Run as root, or with sudo available.  Packages are installed without their
+# recommendations, so every package the build needs is named here, including
+# those another package only recommends: libdnnl-dev's CMake config requires
+# OpenCL (ocl-icd-opencl-dev).
 set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build pkg-config git python3 python3-venv
-  libdnnl-dev libfmt-dev libspdlog-dev libcli11-dev nlohmann-json3-dev
+  libdnnl-dev ocl-icd-opencl-dev libfmt-dev libspdlog-dev libcli11-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev libutf8proc-dev
   clang libclang-rt-dev libomp-dev
 )
