@@ -38,10 +38,20 @@ class HostBuffer final : public Buffer {
   size_t size_ = 0;
 };
 
+// How MappedFile brings a file into memory.
+struct MapMode {
+  bool mmap = true;    // false: read into anonymous memory
+  bool mlock = false;  // lock the pages (mlock); failure throws
+};
+
 // A whole file mapped read-only.  Weights are views into it, never copies.
 class MappedFile final : public Buffer {
  public:
   explicit MappedFile(const std::string& path);
+  MappedFile(const std::string& path, MapMode mode);
+  // The mode files opened with the one-argument constructor get, on this
+  // thread (Model::load sets it from LoadOptions for the load's duration).
+  static MapMode& thread_default();
   ~MappedFile() override;
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;

@@ -64,4 +64,10 @@ class ChatTemplate {
   std::unique_ptr<Impl> impl_;
 };
 
+// Built-in templates under llama.cpp's names for --chat-template NAME:
+// chatml, llama2, llama3, zephyr, gemma, phi3.  Returns the Jinja text, or an
+// empty string for a name that is not built in.
+std::string builtin_chat_template(std::string_view name);
+std::vector<std::string> builtin_chat_template_names();
+
 }  // namespace runnel

@@ -30,6 +30,11 @@ struct LoadOptions {
   int threads = 0;  // 0: every hardware thread this process may use
   // Directory for named intermediate outputs (.npy); empty: $RUNNEL_DUMP if set.
   std::string dump_dir;
+  // Map the model files (weights are views into the mapping), or read them
+  // into anonymous memory (llama.cpp's --no-mmap).
+  bool mmap = true;
+  // Lock the files' pages in memory (mlock); a failure is an error.
+  bool mlock = false;
   // Called while weights are bound and converted with the fraction done, in
   // [0, 1], ending with 1 (for a progress bar).
   std::function<void(double)> progress;

@@ -31,7 +31,14 @@ HostBuffer::HostBuffer(size_t bytes) : size_(bytes) {
 
 HostBuffer::~HostBuffer() { std::free(ptr_); }
 
-MappedFile::MappedFile(const std::string& path) : path_(path) {
+MapMode& MappedFile::thread_default() {
+  thread_local MapMode mode;
+  return mode;
+}
+
+MappedFile::MappedFile(const std::string& path) : MappedFile(path, thread_default()) {}
+
+MappedFile::MappedFile(const std::string& path, MapMode mode) : path_(path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw Error(path + ": cannot open: " + std::strerror(errno));
   struct stat st {};
@@ -40,12 +47,16 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
     ::close(fd);
     throw Error(path + ": cannot stat: " + std::strerror(err));
   }
+  if (S_ISDIR(st.st_mode)) {
+    ::close(fd);
+    throw Error(path + ": is a directory, not a file");
+  }
   if (!S_ISREG(st.st_mode)) {
     ::close(fd);
     throw Error(path + ": not a regular file");
   }
   size_ = static_cast<size_t>(st.st_size);
-  if (size_ > 0) {
+  if (size_ > 0 && mode.mmap) {
     ptr_ = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
     if (ptr_ == MAP_FAILED) {
       const int err = errno;
@@ -53,8 +64,40 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
       ::close(fd);
       throw Error(path + ": cannot map: " + std::strerror(err));
     }
+  } else if (size_ > 0) {
+    // --no-mmap: anonymous memory filled by read(), then made read-only.
+    ptr_ = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (ptr_ == MAP_FAILED) {
+      ptr_ = nullptr;
+      ::close(fd);
+      throw Error(path + ": cannot allocate " + std::to_string(size_ >> 20) +
+                  " MiB to read the file into (--no-mmap)");
+    }
+    size_t done = 0;
+    while (done < size_) {
+      const ssize_t n = ::read(fd, static_cast<char*>(ptr_) + done, size_ - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        const int err = n < 0 ? errno : 0;
+        ::munmap(ptr_, size_);
+        ptr_ = nullptr;
+        ::close(fd);
+        throw Error(path + ": read failed" + (err ? std::string(": ") + std::strerror(err)
+                                                  : std::string(": the file shrank")));
+      }
+      done += size_t(n);
+    }
+    ::mprotect(ptr_, size_, PROT_READ);
   }
   ::close(fd);
+  if (size_ > 0 && mode.mlock && ::mlock(ptr_, size_) != 0) {
+    const int err = errno;
+    ::munmap(ptr_, size_);
+    ptr_ = nullptr;
+    throw Error(path + ": --mlock: cannot lock " + std::to_string(size_ >> 20) +
+                " MiB in memory: " + std::strerror(err) +
+                " (the limit is 'ulimit -l'; run without --mlock)");
+  }
 }
 
 MappedFile::~MappedFile() {

@@ -3,6 +3,8 @@
 #include "runnel/model.hpp"
 
 #include <fmt/format.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -619,8 +621,46 @@ void Model::Impl::forward(std::span<const Model::BatchItem> items) {
 Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Model::~Model() = default;
 
+namespace {
+
+// The dump directory (--dump-layers, $RUNNEL_DUMP): an existing writable
+// directory, or one new last component under an existing directory; never a
+// chain of new directories.
+void prepare_dump_dir(const std::string& dir) {
+  namespace fs = std::filesystem;
+  const std::string what = "dump directory (--dump-layers / RUNNEL_DUMP) " + dir;
+  std::error_code ec;
+  const fs::file_status st = fs::status(dir, ec);
+  if (st.type() == fs::file_type::directory) {
+    if (::access(dir.c_str(), W_OK | X_OK) != 0)
+      throw Error(what + ": not writable: " + std::strerror(errno));
+    return;
+  }
+  if (st.type() != fs::file_type::not_found) {
+    if (ec) throw Error(what + ": cannot access: " + ec.message());
+    throw Error(what + ": exists and is not a directory");
+  }
+  fs::path norm = fs::path(dir).lexically_normal();
+  if (!norm.has_filename()) norm = norm.parent_path();  // "a/b/"
+  fs::path parent = norm.parent_path();
+  if (parent.empty()) parent = ".";
+  if (!fs::is_directory(parent, ec))
+    throw Error(what + ": its parent " + parent.string() +
+                " is not an existing directory (only the last component is created)");
+  if (::mkdir(dir.c_str(), 0777) != 0)
+    throw Error(what + ": cannot create: " + std::strerror(errno));
+}
+
+}  // namespace
+
 std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& options) {
   auto impl = std::make_unique<Impl>();
+  // The files this load opens are mapped (or read) as the options say.
+  struct ModeScope {
+    MapMode saved = MappedFile::thread_default();
+    explicit ModeScope(MapMode m) { MappedFile::thread_default() = m; }
+    ~ModeScope() { MappedFile::thread_default() = saved; }
+  } mode_scope(MapMode{options.mmap, options.mlock});
   Checkpoint ck = open_checkpoint(path);
   impl->path = ck.path;
   impl->format = ck.format;
@@ -644,7 +684,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   } else if (const char* env = std::getenv("RUNNEL_DUMP"); env && *env) {
     impl->dump_dir = env;
   }
-  if (!impl->dump_dir.empty()) std::filesystem::create_directories(impl->dump_dir);
+  if (!impl->dump_dir.empty()) prepare_dump_dir(impl->dump_dir);
   return std::unique_ptr<Model>(new Model(std::move(impl)));
 }
 
@@ -793,8 +833,8 @@ void Model::forward(KvCache& cache, std::span<const int32_t> ids, int64_t pos0, 
 void Model::forward(std::span<const BatchItem> items) { impl_->forward(items); }
 
 void Model::set_dump_dir(const std::string& dir) {
+  if (!dir.empty()) prepare_dump_dir(dir);
   impl_->dump_dir = dir;
-  if (!dir.empty()) std::filesystem::create_directories(dir);
 }
 
 // ---------------------------------------------------------------------------
