@@ -109,7 +109,7 @@ void check_rows(const std::vector<json>& rows, const std::set<std::string>& test
 
 TEST(CliBench, FixtureJsonRows) {
   const Result r =
-      run_cli("bench -m " + quote(fixture("llama-mha")) + " -p 8 -n 4 -b 1,2 -r 2 -t 1 --json");
+      run_cli("bench -m " + quote(fixture("llama-mha")) + " -p 8 -n 4 -np 1,2 -r 2 -t 1 -o jsonl");
   ASSERT_EQ(r.code, 0) << r.err;
   const auto rows = json_rows(r);
   check_rows(rows, {"pp8", "tg4"}, {1, 2}, {1}, 2);
@@ -127,7 +127,7 @@ TEST(CliBench, FixtureJsonRows) {
 TEST(CliBench, ConfigJsonRowsForEveryCombination) {
   const fs::path cfg = tiny_config();
   const Result r = run_cli("bench --config " + quote(cfg.string()) +
-                           " -p 8 -n 4 -b 1,2 -t 1,2 -r 2 --json --seed 7");
+                           " -p 8 -n 4 -np 1,2 -t 1,2 -r 2 -o jsonl --seed 7");
   fs::remove_all(cfg.parent_path());
   ASSERT_EQ(r.code, 0) << r.err;
   const auto rows = json_rows(r);
@@ -142,7 +142,7 @@ TEST(CliBench, ConfigJsonRowsForEveryCombination) {
 TEST(CliBench, MultiplePromptAndGenerationLengths) {
   const fs::path cfg = tiny_config();
   const Result r = run_cli("bench --config " + quote(cfg.string()) +
-                           " -p 4,16 -n 2,3 -b 3 -t 1 -r 1 --json --kv-dtype f16");
+                           " -p 4,16 -n 2,3 -np 3 -t 1 -r 1 -o jsonl --kv-dtype f16");
   fs::remove_all(cfg.parent_path());
   ASSERT_EQ(r.code, 0) << r.err;
   const auto rows = json_rows(r);
@@ -155,9 +155,9 @@ TEST(CliBench, MultiplePromptAndGenerationLengths) {
 TEST(CliBench, LlamaCppOrder) {
   const fs::path cfg = tiny_config();
   const Result r = run_cli("bench --config " + quote(cfg.string()) +
-                           " --dtype q4_1 -p 40 -n 2 -t 1 -r 1 --json --llama-cpp-order");
+                           " --dtype q4_1 -p 40 -n 2 -t 1 -r 1 -o jsonl --llama-cpp-order");
   const Result r32 = run_cli("bench --config " + quote(cfg.string()) +
-                             " --dtype q4_1 -p 40 -n 2 -t 1 -r 1 --json --llama-cpp-order --kv-dtype f32");
+                             " --dtype q4_1 -p 40 -n 2 -t 1 -r 1 -o jsonl --llama-cpp-order --kv-dtype f32");
   fs::remove_all(cfg.parent_path());
   ASSERT_EQ(r.code, 0) << r.err;
   ASSERT_EQ(r32.code, 0) << r32.err;
@@ -170,7 +170,7 @@ TEST(CliBench, LlamaCppOrder) {
 TEST(CliBench, QuantizedRandomWeights) {
   const fs::path cfg = tiny_config();
   const Result r = run_cli("bench --config " + quote(cfg.string()) +
-                           " --dtype q8_0 -p 8 -n 2 -b 2 -t 1 -r 1 --json");
+                           " --dtype q8_0 -p 8 -n 2 -np 2 -t 1 -r 1 -o jsonl");
   fs::remove_all(cfg.parent_path());
   ASSERT_EQ(r.code, 0) << r.err;
   const auto rows = json_rows(r);
@@ -181,7 +181,7 @@ TEST(CliBench, QuantizedRandomWeights) {
 TEST(CliBench, CsvHasAHeaderAndOneLinePerRow) {
   const fs::path cfg = tiny_config();
   const Result r =
-      run_cli("bench --config " + quote(cfg.string()) + " -p 8 -n 0 -b 1,2 -t 1 -r 1 --csv");
+      run_cli("bench --config " + quote(cfg.string()) + " -p 8 -n 0 -np 1,2 -t 1 -r 1 --csv");
   fs::remove_all(cfg.parent_path());
   ASSERT_EQ(r.code, 0) << r.err;
   const auto ls = lines(r.out);
@@ -199,7 +199,7 @@ TEST(CliBench, CsvHasAHeaderAndOneLinePerRow) {
 
 TEST(CliBench, TableByDefault) {
   const fs::path cfg = tiny_config();
-  const Result r = run_cli("bench --config " + quote(cfg.string()) + " -p 8 -n 2 -b 1 -t 1 -r 1");
+  const Result r = run_cli("bench --config " + quote(cfg.string()) + " -p 8 -n 2 -np 1 -t 1 -r 1");
   fs::remove_all(cfg.parent_path());
   ASSERT_EQ(r.code, 0) << r.err;
   const auto ls = lines(r.out);
@@ -227,7 +227,7 @@ TEST(CliBench, UnknownPresetListsTheKnownOnes) {
 
 TEST(CliBench, BadListIsRejectedBeforeAnyWork) {
   expect_usage_error(run_cli("bench --preset llama-7b -p 5,x"), {"-p", "5,x"});
-  expect_usage_error(run_cli("bench --preset llama-7b -b 0"), {"-b", "out of range"});
+  expect_usage_error(run_cli("bench --preset llama-7b -np 0"), {"-np", "out of range"});
   expect_usage_error(run_cli("bench --preset llama-7b -n 4,"), {"-n"});
 }
 

@@ -153,18 +153,19 @@ TEST_F(CliGenerateText, StopStringsEndTheOutputAndAreNotPrinted) {
 }
 
 TEST_F(CliGenerateText, ContextLimitsPromptAndGeneration) {
-  // Prompt + generated tokens stay within -c.
+  // The cache holds -c positions: the prompt and every generated token but
+  // the last, which is never run (run.c and llama.cpp count the same way).
   const Result r = run_cli(gen() + " -n 100 --ignore-eos --print-ids -c 20 -p " + quote(prompt));
   ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_EQ(words(r.out).size(), 7u) << r.out;
+  EXPECT_EQ(words(r.out).size(), 8u) << r.out;
   // The same limit from --kv-cache-mb: llama-mha stores 2 layers x (K + V) x
   // 32 floats = 512 bytes per token, blocks of 16 tokens: 16 KiB hold 32 tokens.
   const Result kv = run_cli(gen() + " -n 100 --ignore-eos --print-ids --kv-cache-mb 0.015625 -p " +
                             quote(prompt));
   ASSERT_EQ(kv.code, 0) << kv.err;
-  EXPECT_EQ(words(kv.out).size(), 32u - 13u) << kv.out;
+  EXPECT_EQ(words(kv.out).size(), 32u - 13u + 1u) << kv.out;
   // Greedy output is a prefix of the unlimited run.
-  const Result all = run_cli(gen() + " -n 19 --ignore-eos --print-ids -p " + quote(prompt));
+  const Result all = run_cli(gen() + " -n 20 --ignore-eos --print-ids -p " + quote(prompt));
   EXPECT_EQ(all.out, kv.out);
   // Too long a prompt is an error naming both lengths.
   const Result e = run_cli(gen() + " -c 10 -p " + quote(prompt));
@@ -177,7 +178,7 @@ TEST_F(CliGenerateText, ContextLimitsPromptAndGeneration) {
   const Result h =
       run_cli(gen("opt-prenorm") + " -n 1000 --ignore-eos --print-ids -p " + quote(prompt));
   ASSERT_EQ(h.code, 0) << h.err;
-  EXPECT_EQ(words(h.out).size(), 64u - 13u);
+  EXPECT_EQ(words(h.out).size(), 64u - 13u + 1u);
 }
 
 TEST_F(CliGenerateText, SamplingFlags) {

@@ -26,6 +26,8 @@
 #include "progress.hpp"
 #include "runnel/runnel.hpp"
 #include "runnel/scheduler.hpp"
+#include "llama_flags.hpp"
+#include "sampling_flags.hpp"
 
 namespace runnel::cli {
 namespace {
@@ -34,16 +36,26 @@ struct BenchArgs {
   std::string model, config, preset;
   std::string dtype;
   std::string kv_dtype;  // empty: f32, or f16 with --llama-cpp-order
+  std::string tokenizer;
   std::string n_prompt = "512";
   std::string n_gen = "128";
-  std::string batch = "1";
-  std::string threads;  // empty: every hardware thread
+  std::string parallel = "1";  // concurrent sequences (list)
+  std::string batch_size;      // -b: llama-bench's logical batch (list); empty: no limit
+  std::string ubatch_size;     // -ub / --ubatch: tokens per forward pass (list)
+  std::string threads;         // empty: every hardware thread
   int reps = 3;
-  int64_t ubatch = 0;          // 0: max(512, prompt length, batch)
   int64_t gemm_min_rows = -1;  // -1: the library's default
   bool llama_cpp_order = false;
   bool json = false;
   bool csv = false;
+  std::string output;  // -o: md, json, jsonl, csv
+  std::string n_gpu_layers;
+  std::string flash_attn;
+  std::string mmap;  // -mmp 0|1
+  bool no_mmap = false;
+  std::string cache_type_k, cache_type_v;
+  bool no_kv_offload = false;
+  bool verbose = false;
   uint64_t seed = 0;
 };
 
@@ -139,6 +151,8 @@ struct Source {
   std::string path;     // -m
   ModelConfig config;   // --config / --preset
   std::optional<DType> dtype;
+  std::string tokenizer;
+  bool mmap = true;
   uint64_t seed = 0;
 
   std::unique_ptr<Model> build(int threads) const {
@@ -151,6 +165,8 @@ struct Source {
       o.progress = bar.callback();
       o.dtype = dtype;
       o.threads = threads;
+      o.tokenizer_path = tokenizer;
+      o.mmap = mmap;
       m = Model::load(path, o);
     } else {
       const DType dt = dtype.value_or(DType::F16);
@@ -171,8 +187,9 @@ struct Source {
 struct Test {
   int n_prompt = 0;  // pp: tokens per sequence; 0 for tg
   int n_gen = 0;     // tg: tokens per sequence; 0 for pp
-  int batch = 1;
+  int batch = 1;     // concurrent sequences
   int threads = 1;
+  int64_t ubatch = 0;  // tokens per forward pass; 0: max(512, prompt length, batch)
   std::string name() const {
     return n_gen > 0 ? fmt::format("tg{}", n_gen) : fmt::format("pp{}", n_prompt);
   }
@@ -288,7 +305,7 @@ std::string human_params(int64_t n) {
 
 class Printer {
  public:
-  enum class Format { Table, Json, Csv };
+  enum class Format { Table, Json, JsonLines, Csv };
   Printer(Format f, size_t model_width, size_t backend_width)
       : f_(f), mw_(std::max<size_t>(model_width, 5)), bw_(std::max<size_t>(backend_width, 7)) {}
 
@@ -310,12 +327,18 @@ class Printer {
     std::fflush(stdout);
   }
 
+  // Closes a JSON array.
+  void finish() {
+    if (f_ == Format::Json) std::fputs(rows_ ? "\n]\n" : "[]\n", stdout);
+    std::fflush(stdout);
+  }
+
   void row(const Row& r) {
     const std::vector<double> ts = r.ts();
     const double avg = Row::mean(ts), sd = Row::sd(ts);
     std::string samples_ts, samples_s;
     for (size_t i = 0; i < r.samples.size(); ++i) {
-      const char* sep = i ? (f_ == Format::Json ? ", " : ";") : "";
+      const char* sep = i ? (f_ == Format::Csv ? ";" : ", ") : "";
       samples_ts += sep + json_number(ts[i]);
       samples_s += sep + json_number(r.samples[i].seconds);
     }
@@ -328,6 +351,8 @@ class Printer {
              false);
         break;
       case Format::Json:
+      case Format::JsonLines:
+        if (f_ == Format::Json) std::fputs(rows_ ? ",\n  " : "[\n  ", stdout);
         std::fputs(
             fmt::format(
                 "{{\"model\": \"{}\", \"model_type\": \"{}\", \"weights\": \"{}\", "
@@ -336,12 +361,12 @@ class Printer {
                 "\"ubatch\": {}, \"gemm_min_rows\": {}, \"test\": \"{}\", \"n_prompt\": {}, "
                 "\"n_gen\": {}, "
                 "\"reps\": {}, \"avg_ts\": {}, \"stddev_ts\": {}, \"samples_ts\": [{}], "
-                "\"samples_s\": [{}], \"overhead\": {}, \"steps\": {}, \"version\": \"{}\"}}\n",
+                "\"samples_s\": [{}], \"overhead\": {}, \"steps\": {}, \"version\": \"{}\"}}{}",
                 json_escape(r.model), json_escape(r.family), r.weights, r.dtype, r.kv_dtype,
                 r.size_bytes, r.params, json_escape(r.backend), cpu_isa(), t.threads, t.batch,
                 r.ubatch, r.gemm_min_rows, t.name(), t.n_prompt, t.n_gen, r.samples.size(),
                 json_number(avg), json_number(sd), samples_ts, samples_s, json_number(r.overhead()),
-                r.steps(), version())
+                r.steps(), version(), f_ == Format::JsonLines ? "\n" : "")
                 .c_str(),
             stdout);
         break;
@@ -358,6 +383,7 @@ class Printer {
         break;
     }
     std::fflush(stdout);
+    ++rows_;
   }
 
  private:
@@ -382,6 +408,7 @@ class Printer {
 
   Format f_;
   size_t mw_, bw_;
+  size_t rows_ = 0;
 };
 
 int run_bench(const BenchArgs& a) {
@@ -390,17 +417,76 @@ int run_bench(const BenchArgs& a) {
   if (n_sources != 1) throw Error("give exactly one of -m/--model, --config or --preset");
   const std::vector<int> prompts = parse_list(a.n_prompt, "-p/--n-prompt", 0, 1 << 20);
   const std::vector<int> gens = parse_list(a.n_gen, "-n/--n-gen", 0, 1 << 20);
-  const std::vector<int> batches = parse_list(a.batch, "-b/--batch", 1, 4096);
+  const std::vector<int> batches = parse_list(a.parallel, "-np/--parallel", 1, 4096);
+  const std::vector<int> ubatches =
+      a.ubatch_size.empty() ? std::vector<int>{0}
+                            : parse_list(a.ubatch_size, "-ub/--ubatch-size", 1, 1 << 20);
+  const std::vector<int> lbatches = a.batch_size.empty()
+                                        ? std::vector<int>{0}
+                                        : parse_list(a.batch_size, "-b/--batch-size", 1, 1 << 20);
+  std::vector<int64_t> pass_sizes;  // tokens per forward pass: min(-b, -ub); 0: the default
+  for (int lb : lbatches)
+    for (int ub : ubatches) {
+      const int64_t v = lb > 0 && ub > 0 ? std::min(lb, ub) : std::max(lb, ub);
+      if (std::find(pass_sizes.begin(), pass_sizes.end(), v) == pass_sizes.end())
+        pass_sizes.push_back(v);
+    }
   std::vector<int> threads = a.threads.empty() ? std::vector<int>{ThreadPool::hardware_threads()}
-                                               : parse_list(a.threads, "-t/--threads", 0, 1024);
-  for (int& t : threads)
-    if (t == 0) t = ThreadPool::hardware_threads();
-  const DType kv = a.kv_dtype.empty() ? (a.llama_cpp_order ? DType::F16 : DType::F32)
-                                      : parse_dtype(a.kv_dtype, "--kv-dtype");
+                                               : parse_list(a.threads, "-t/--threads", 0, 1 << 20);
+  for (int& t : threads) t = t == 0 ? ThreadPool::hardware_threads() : capped_threads(t);
+  if (!a.n_gpu_layers.empty()) {
+    const std::vector<int> ngl = parse_list(a.n_gpu_layers, "-ngl/--n-gpu-layers", 0, 1 << 20);
+    if (std::any_of(ngl.begin(), ngl.end(), [](int v) { return v > 0; }))
+      warn_device_flags(DeviceFlags{1});
+  }
+  if (!a.flash_attn.empty()) {
+    // llama-bench's -fa 0,1 list: runnel's attention is always fused, so
+    // every value is the same test.
+    for (size_t i = 0; i <= a.flash_attn.size();) {
+      const size_t j = std::min(a.flash_attn.find(',', i), a.flash_attn.size());
+      const std::string v = a.flash_attn.substr(i, j - i);
+      if (v != "0" && v != "1" && v != "on" && v != "off" && v != "auto")
+        throw Error("-fa/--flash-attn: expected a list of 0, 1, on, off or auto (got \"" +
+                    a.flash_attn + "\")");
+      i = j + 1;
+    }
+  }
+  bool mmap = !a.no_mmap;
+  if (!a.mmap.empty()) {
+    if (a.mmap != "0" && a.mmap != "1")
+      throw Error("-mmp/--mmap: expected 0 or 1 (got \"" + a.mmap + "\")");
+    mmap = a.mmap == "1" && !a.no_mmap;
+  }
+  if (a.verbose) set_log_level(LogLevel::Debug);
+  std::string kv_name = a.kv_dtype;
+  for (const std::string* ct : {&a.cache_type_k, &a.cache_type_v}) {
+    if (ct->empty()) continue;
+    if (!kv_name.empty() && parse_dtype(kv_name, "--kv-dtype") != parse_dtype(*ct, "-ctk/-ctv"))
+      throw Error("--kv-dtype, -ctk/--cache-type-k, -ctv/--cache-type-v: give one KV cache dtype");
+    kv_name = *ct;
+  }
+  const DType kv = kv_name.empty() ? (a.llama_cpp_order ? DType::F16 : DType::F32)
+                                   : parse_dtype(kv_name, "--kv-dtype");
   if (kv != DType::F32 && kv != DType::F16) throw Error("--kv-dtype: must be f32 or f16");
+  Printer::Format fmt_kind = a.json ? Printer::Format::Json
+                             : a.csv ? Printer::Format::Csv
+                                     : Printer::Format::Table;
+  if (!a.output.empty()) {
+    if (a.json || a.csv) throw Error("-o/--output: give it alone, without --json or --csv");
+    if (a.output == "json") fmt_kind = Printer::Format::Json;
+    else if (a.output == "jsonl") fmt_kind = Printer::Format::JsonLines;
+    else if (a.output == "csv") fmt_kind = Printer::Format::Csv;
+    else if (a.output == "md") fmt_kind = Printer::Format::Table;
+    else
+      throw Error("-o/--output: \"" + a.output + "\" is not a format runnel writes (md, json, jsonl, csv)");
+  }
 
   Source src;
   src.seed = a.seed;
+  src.tokenizer = a.tokenizer;
+  src.mmap = mmap;
+  if (!a.tokenizer.empty() && a.model.empty())
+    throw Error("--tokenizer: needs -m/--model (random weights have no tokenizer)");
   if (!a.dtype.empty()) src.dtype = parse_weight_dtype(a.dtype);
   if (!a.model.empty()) {
     src.weights = "file";
@@ -424,18 +510,16 @@ int run_bench(const BenchArgs& a) {
   }
 
   std::vector<Test> tests;  // for one thread count
-  for (int b : batches) {
-    for (int p : prompts)
-      if (p > 0) tests.push_back({p, 0, b, 0});
-    for (int n : gens)
-      if (n > 0) tests.push_back({0, n, b, 0});
-  }
+  for (int b : batches)
+    for (int64_t ub : pass_sizes) {
+      for (int p : prompts)
+        if (p > 0) tests.push_back({p, 0, b, 0, ub});
+      for (int n : gens)
+        if (n > 0) tests.push_back({0, n, b, 0, ub});
+    }
   if (tests.empty()) throw Error("nothing to run: every -p and -n value is 0");
 
   const std::string backend = std::string("CPU ") + cpu_isa();
-  const Printer::Format fmt_kind = a.json  ? Printer::Format::Json
-                                   : a.csv ? Printer::Format::Csv
-                                           : Printer::Format::Table;
   std::optional<Printer> printer;  // column widths need the model's label
 
   // A learned position table bounds the sequence length.
@@ -477,9 +561,9 @@ int run_bench(const BenchArgs& a) {
       row.size_bytes = Model::weight_bytes(cfg, wdt);
       row.params = parameter_count(cfg);
       row.gemm_min_rows = model->context().gemm_min_rows;
-      row.ubatch = a.ubatch > 0 ? a.ubatch : std::max<int64_t>({512, t.n_prompt, t.batch});
+      row.ubatch = t.ubatch > 0 ? t.ubatch : std::max<int64_t>({512, t.n_prompt, t.batch});
       if (t.n_prompt > 0 && row.ubatch < t.n_prompt)
-        note("--ubatch {} < {}: a prompt takes several passes", row.ubatch, t.n_prompt);
+        note("-ub {} < {}: a prompt takes several passes", row.ubatch, t.n_prompt);
 
       // Warm-up: the whole prompt for pp (first touch of the weights and
       // activations at this shape); a few steps for tg.
@@ -494,6 +578,7 @@ int run_bench(const BenchArgs& a) {
       printer->row(row);
     }
   }
+  if (printer) printer->finish();
   return 0;
 }
 
@@ -519,22 +604,59 @@ const Command bench_cmd("bench", [](CLI::App& app) {
                "generate's flag)");
   app.add_option("-p,--n-prompt", a->n_prompt, "Prompt lengths for pp tests (list; 0: none)");
   app.add_option("-n,--n-gen", a->n_gen, "Generated tokens for tg tests (list; 0: none)");
-  app.add_option("-b,--batch", a->batch, "Concurrent sequences (list)");
+  app.add_option("--parallel", a->parallel, "-np: concurrent sequences (list; default 1)");
+  app.add_option("-b,--batch-size", a->batch_size,
+                 "Most tokens per forward pass, as llama-bench's -b (list; with -ub, the smaller "
+                 "applies)");
+  app.add_option("--ubatch-size,--ubatch", a->ubatch_size,
+                 "-ub: tokens per forward pass (list; default: max(512, prompt length, -np))");
   app.add_option("-t,--threads", a->threads, "Worker threads (list; default: all)");
   app.add_option("-r,--repetitions", a->reps, "Timed repetitions per test")
       ->check(CLI::Range(1, 1000));
-  app.add_option("--ubatch", a->ubatch,
-                 "Tokens per forward pass (default: max(512, prompt length, batch))")
-      ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
+  app.add_option("--tokenizer", a->tokenizer,
+                 "Tokenizer file or folder, as the other commands take it (loaded and checked; "
+                 "bench prompts are token ids)");
   app.add_option("--gemm-min-rows", a->gemm_min_rows,
                  "Products with at least this many rows use the GEMM path instead of the "
                  "small-batch kernels, for every weight type (default: the library's, 64, and 16 "
                  "for weights with an int8 GEMM)")
       ->check(CLI::Range(int64_t(0), int64_t(1) << 30));
   app.add_option("--seed", a->seed, "Seed of the random weights and prompt tokens");
-  auto* j = app.add_flag("--json", a->json, "One JSON object per row (JSON Lines)");
-  auto* c = app.add_flag("--csv", a->csv, "CSV with a header line");
+  app.add_option("-o,--output", a->output,
+                 "Output format, as llama-bench's: md (the table), json (an array), jsonl (one "
+                 "object a line) or csv");
+  auto* j = app.add_flag("--json", a->json, "As -o json: a JSON array of the rows");
+  auto* c = app.add_flag("--csv", a->csv, "As -o csv: CSV with a header line");
   j->excludes(c);
+  const std::string g = "llama.cpp compatibility";
+  app.add_option("--n-gpu-layers", a->n_gpu_layers,
+                 "-ngl (list): accepted; this build runs every layer on the CPU")
+      ->group(g);
+  app.add_option("--flash-attn", a->flash_attn,
+                 "-fa (list of 0/1): accepted; runnel's attention is always fused")
+      ->group(g);
+  app.add_option("--mmap", a->mmap, "-mmp 0|1: map the weights (1, the default) or read them (0)")
+      ->group(g);
+  app.add_flag("--no-mmap", a->no_mmap, "Read the weights instead of mapping them")->group(g);
+  app.add_option("--cache-type-k", a->cache_type_k, "-ctk: as --kv-dtype (f32 or f16)")
+      ->check(CLI::IsMember({"f32", "f16"}))
+      ->group(g);
+  app.add_option("--cache-type-v", a->cache_type_v, "-ctv: as --kv-dtype (f32 or f16)")
+      ->check(CLI::IsMember({"f32", "f16"}))
+      ->group(g);
+  app.add_flag("--no-kv-offload", a->no_kv_offload,
+               "-nkvo: accepted; the KV cache is where the layers run")
+      ->group(g);
+  app.add_flag("-v,--verbose", a->verbose, "As --log-level debug")->group(g);
+  app.add_flag("--progress")->description("Accepted: bench always reports progress on stderr")->group(g);
+  add_refused(app, "--n-prompt-gen", true,
+              "combined prompt + generation tests are not supported; run -p and -n");
+  add_refused(app, "-d,--n-depth", true, "tests at a context depth are not supported");
+  add_refused(app, "--embeddings", true, "bench measures generation, not embeddings");
+  add_refused(app, "--split-mode,--main-gpu,--tensor-split", true,
+              "runnel runs a model on one device; it has no multi-GPU split");
+  add_refused(app, "--numa,--cpu-mask,--cpu-strict,--poll,--prio,--delay", true,
+              "thread placement and priority flags are not supported; -t sets the threads");
   return [a] { return run_bench(*a); };
 });
 

@@ -8,9 +8,12 @@
 // oldest user/assistant turns are dropped (the system prompt stays) and the
 // rest is prefilled again.  Replies stream to stdout; stdin may be a pipe.
 #include <fmt/core.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <filesystem>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -35,9 +38,28 @@ struct ChatArgs {
   ModelFlags m;
   SamplingFlags s;
   std::string system;
-  std::string template_file;
+  std::string system_file;
+  std::string template_arg;   // --chat-template: a built-in name, Jinja text or a file
+  std::string template_file;  // --chat-template-file
+  bool chatml = false;
   int n_predict = 512;
 };
+
+// Ctrl-C: the first stops the reply being generated (back to the prompt); a
+// Ctrl-C at the prompt, or a second one before the reply has stopped, exits.
+std::atomic<bool> g_generating{false};
+std::atomic<bool> g_interrupted{false};
+
+void on_sigint(int) {
+  if (g_generating.load() && !g_interrupted.load()) {
+    g_interrupted.store(true);
+    return;
+  }
+  static const char nl[] = "\n";
+  [[maybe_unused]] const ssize_t n = ::write(STDOUT_FILENO, nl, 1);
+  ::_exit(130);
+}
+
 
 using Clock = std::chrono::steady_clock;
 
@@ -72,6 +94,24 @@ std::string read_template(const std::string& path) {
   return text;
 }
 
+// --chat-template VALUE: a built-in name (llama.cpp's), an existing file, or
+// the Jinja text itself.
+std::string resolve_template_arg(const std::string& v) {
+  if (const std::string t = builtin_chat_template(v); !t.empty()) return t;
+  std::error_code ec;
+  // An existing file, or what looks like a path (so that a missing file is
+  // reported as one).
+  if (std::filesystem::exists(v, ec) ||
+      (v.find("{%") == std::string::npos && v.find("{{") == std::string::npos &&
+       v.find_first_of("/.") != std::string::npos))
+    return read_template(v);
+  if (v.find("{%") != std::string::npos || v.find("{{") != std::string::npos) return v;
+  std::string names;
+  for (const std::string& n : builtin_chat_template_names()) names += (names.empty() ? "" : ", ") + n;
+  throw Error("--chat-template: \"" + v + "\" is neither a built-in template (" + names +
+              "), a file, nor Jinja text");
+}
+
 class Chat {
  public:
   Chat(const ChatArgs& a, Model& model, const Tokenizer& tok, ChatTemplate tmpl, Sampler sampler,
@@ -104,6 +144,23 @@ class Chat {
   // One user turn: renders, fits, prefills and streams the reply.  Returns
   // false (after a message on stderr) when the message cannot fit.
   bool turn(const std::string& user) {
+    // A message that cannot fit even alone is refused before any history is
+    // dropped for it.
+    {
+      std::vector<ChatMessage> saved;
+      saved.swap(history_);
+      history_.push_back({"user", user});
+      const size_t alone = render().size();
+      history_.swap(saved);
+      if (int64_t(alone) >= n_ctx_) {
+        std::fprintf(stderr,
+                     "runnel: error: the message needs %zu tokens with the template and the "
+                     "system prompt, but the context holds %lld (-c/--ctx-size); it was not "
+                     "sent and the conversation is unchanged\n",
+                     alone, static_cast<long long>(n_ctx_));
+        return false;
+      }
+    }
     history_.push_back({"user", user});
     const int64_t reserve = std::min<int64_t>(a_.n_predict, n_ctx_ / 2);
     std::vector<int32_t> ids = render();
@@ -142,8 +199,8 @@ class Chat {
     if (common == ids.size()) --common;
     const auto t0 = Clock::now();
     std::vector<float> logits;
-    model_.forward(*cache_, std::span<const int32_t>(ids).subspan(common), int64_t(common),
-                   Logits::Last, logits);
+    forward_chunked(model_, *cache_, std::span<const int32_t>(ids).subspan(common),
+                    int64_t(common), Logits::Last, logits, prompt_chunk(a_.m));
     fed_ = ids;
 
     sampler_.reset(a_.s.o.seed + uint64_t(n_turns_));
@@ -157,7 +214,14 @@ class Chat {
     int64_t n_gen = 0;
     bool by_string = false;
     const auto t1 = Clock::now();
+    g_interrupted.store(false);
+    g_generating.store(true);
+    bool interrupted = false;
     for (int64_t i = 0; i < budget; ++i) {
+      if (g_interrupted.load()) {
+        interrupted = true;
+        break;
+      }
       const int32_t id = sampler_.sample(logits);
       ++n_gen;
       const StopCondition::Step step = stop.push(id, dec.push(id));
@@ -173,6 +237,10 @@ class Chat {
                      logits);
       fed_.push_back(id);
     }
+    g_generating.store(false);
+    if (interrupted && log_enabled(LogLevel::Info))
+      std::fputs("\nchat: reply stopped (Ctrl-C); Ctrl-C again at the prompt, or Ctrl-D, exits",
+                 stderr);
     if (!by_string) {
       std::string tail = stop.flush() + dec.flush();
       size_t cut = std::string::npos;
@@ -228,22 +296,37 @@ int run_chat(const ChatArgs& a) {
   Sampler sampler = make_sampler(so);
   for (const auto& s : a.s.stop)
     if (s.empty()) throw Error("--stop: the stop string is empty");
-  std::string tmpl_source;
-  if (!a.template_file.empty()) tmpl_source = read_template(a.template_file);
+  std::string tmpl_source, tmpl_name;
+  if (int(!a.template_arg.empty()) + int(!a.template_file.empty()) + int(a.chatml) > 1)
+    throw Error("give only one of --chat-template, --chat-template-file and --chatml");
+  if (!a.template_file.empty()) {
+    tmpl_source = read_template(a.template_file);
+    tmpl_name = a.template_file;
+  } else if (!a.template_arg.empty()) {
+    tmpl_source = resolve_template_arg(a.template_arg);
+    tmpl_name = "--chat-template " + (a.template_arg.size() > 40 ? a.template_arg.substr(0, 40) + "..." : a.template_arg);
+  } else if (a.chatml) {
+    tmpl_source = builtin_chat_template("chatml");
+    tmpl_name = "chatml";
+  }
+  if (!a.system.empty() && !a.system_file.empty())
+    throw Error("give only one of --system and --system-prompt-file");
+  ChatArgs args = a;
+  if (!a.system_file.empty()) args.system = read_text_file(a.system_file, "--system-prompt-file");
   kv_dtype(a.m);
 
   auto model = load_model(a.m, nullptr);
   const ModelConfig& cfg = model->config();
   const Tokenizer* tok = model->tokenizer();
   if (!tok) throw Error(a.m.model + ": no tokenizer found beside the model; pass --tokenizer PATH");
-  std::string tmpl_name = a.template_file;
   if (tmpl_source.empty()) {
     tmpl_source = tok->chat_template();
     tmpl_name = "chat_template";
     if (tmpl_source.empty())
       throw Error(a.m.model +
                   ": the model has no chat template (tokenizer_config.json \"chat_template\" or "
-                  "GGUF tokenizer.chat_template); pass --chat-template FILE");
+                  "GGUF tokenizer.chat_template); pass --chat-template NAME or "
+                  "--chat-template-file FILE");
   }
   ChatTemplate tmpl(tmpl_source, tmpl_name);
   const int64_t n_ctx = context_limit(a.m, cfg, cfg.max_positions > 0 ? cfg.max_positions : 4096);
@@ -253,8 +336,13 @@ int run_chat(const ChatArgs& a) {
                  static_cast<long long>(n_ctx), sampler.describe().c_str(),
                  static_cast<unsigned long long>(so.seed));
 
-  Chat chat(a, *model, *tok, std::move(tmpl), std::move(sampler), n_ctx);
+  Chat chat(args, *model, *tok, std::move(tmpl), std::move(sampler), n_ctx);
   const bool interactive = ::isatty(STDIN_FILENO) == 1;
+  struct sigaction sa {};
+  sa.sa_handler = on_sigint;
+  sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGINT, &sa, nullptr);
+  bool refused = false;
   if (interactive && log_enabled(LogLevel::Info))
     std::fprintf(stderr,
                  "chat: type a message and press Enter (end a line with \\ to continue it); "
@@ -292,10 +380,11 @@ int run_chat(const ChatArgs& a) {
       continue;
     }
     if (msg.find_first_not_of(" \t\n") == std::string::npos) continue;
-    chat.turn(msg);
+    if (!chat.turn(msg)) refused = true;
   }
   if (interactive) std::fputs("\n", stdout);
-  return 0;
+  // A script that piped its messages learns that one was not answered.
+  return refused && !interactive ? 2 : 0;
 }
 
 const Command chat_cmd("chat", [](CLI::App& app) {
@@ -306,14 +395,29 @@ const Command chat_cmd("chat", [](CLI::App& app) {
       "between turns; when it outgrows the context (-c), the oldest turns are dropped (the "
       "system prompt stays) so that the prompt leaves room for min(-n, ctx/2) reply tokens.  "
       "The template comes from tokenizer_config.json or GGUF tokenizer.chat_template, or "
-      "--chat-template.  Sampling defaults to --temp 0.8; --temp 0 is greedy.");
+      "--chat-template.  Ctrl-C stops a reply; at the prompt it exits.  Sampling defaults to --temp 0.8; --temp 0 is greedy.");
   auto a = std::make_shared<ChatArgs>();
   a->s.o.temperature = 0.8f;
   add_model_flags(app, a->m);
-  app.add_option("--system", a->system, "System prompt (also -sys, as llama.cpp spells it)");
-  app.add_option("--chat-template", a->template_file,
-                 "Chat template file (Jinja text, or a tokenizer_config.json), overriding the "
-                 "model's");
+  app.add_option("--system,--system-prompt", a->system,
+                 "System prompt (also -sys, as llama.cpp spells it)");
+  app.add_option("--system-prompt-file", a->system_file, "Read the system prompt from FILE (-sysf)");
+  app.add_option("--chat-template", a->template_arg,
+                 "The chat template, overriding the model's: a built-in name (" + [] {
+                   std::string s;
+                   for (const std::string& n : builtin_chat_template_names())
+                     s += (s.empty() ? "" : ", ") + n;
+                   return s;
+                 }() + "), Jinja text, or a file");
+  app.add_option("--chat-template-file", a->template_file,
+                 "Chat template file (Jinja text, or a tokenizer_config.json)");
+  app.add_flag("--chatml", a->chatml, "-cml: the chatml template")->group("llama.cpp compatibility");
+  app.add_flag("-i,--interactive,--interactive-first,--conversation")->description("-i, -cnv: accepted; chat is always a conversation")
+      ->group("llama.cpp compatibility");
+  app.add_flag("--multiline-input")->description("-mli: accepted; end a line with \\ to continue a message")
+      ->group("llama.cpp compatibility");
+  add_refused(app, "--no-conversation", false,
+              "chat is always a conversation; a plain continuation is 'runnel generate'");
   app.add_option("-n,--n-predict", a->n_predict, "Most tokens per reply")
       ->check(CLI::Range(1, 1 << 24))
       ->capture_default_str();

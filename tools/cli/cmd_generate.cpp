@@ -3,7 +3,11 @@
 // goes to stderr.
 #include <fmt/core.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cctype>
+#include <span>
 #include <chrono>
 #include <cstdio>
 #include <optional>
@@ -31,7 +35,41 @@ struct GenerateArgs {
   std::string dump_dir;
   bool ignore_eos = false;
   bool print_ids = false;
+  bool escape = false;
+  std::string color = "off";
 };
+
+// llama.cpp's prompt escapes (-e): \n \r \t \' \" \\ and \xHH.
+std::string process_escapes(const std::string& s) {
+  std::string o;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '\\' || i + 1 == s.size()) {
+      o += s[i];
+      continue;
+    }
+    const char c = s[++i];
+    switch (c) {
+      case 'n': o += '\n'; break;
+      case 'r': o += '\r'; break;
+      case 't': o += '\t'; break;
+      case '\'': o += '\''; break;
+      case '"': o += '"'; break;
+      case '\\': o += '\\'; break;
+      case 'x':
+        if (i + 2 < s.size() && std::isxdigit(static_cast<unsigned char>(s[i + 1])) &&
+            std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
+          o += char(std::stoi(s.substr(i + 1, 2), nullptr, 16));
+          i += 2;
+          break;
+        }
+        [[fallthrough]];
+      default:
+        o += '\\';
+        o += c;
+    }
+  }
+  return o;
+}
 
 using Clock = std::chrono::steady_clock;
 
@@ -46,6 +84,10 @@ int run_generate(const GenerateArgs& a) {
     if (s.empty()) throw Error("--stop: the stop string is empty");
   std::string prompt_text = a.prompt;
   if (!a.prompt_file.empty()) prompt_text = read_text_file(a.prompt_file, "--file");
+  if (a.escape) prompt_text = process_escapes(prompt_text);
+  const bool color = a.color == "on" || a.color == "1" || a.color == "true" ||
+                     a.color == "always" ||
+                     (a.color == "auto" && ::isatty(STDOUT_FILENO) == 1);
   std::vector<int32_t> prompt;
   if (!a.prompt_ids.empty()) prompt = parse_id_list(a.prompt_ids, "--prompt-ids");
   const DType kv = kv_dtype(a.m);
@@ -53,7 +95,7 @@ int run_generate(const GenerateArgs& a) {
   double load_ms = 0;
   auto model = [&] {
     LoadOptions o = load_options(a.m);
-    o.dump_dir = a.dump_dir;
+    o.dump_dir = a.dump_dir;  // checked (and its last component made) by the load
     ProgressBar bar("loading");
     o.progress = bar.callback();
     const auto t0 = Clock::now();
@@ -84,14 +126,23 @@ int run_generate(const GenerateArgs& a) {
       throw Error(fmt::format("prompt: token id {} is outside the vocabulary of {} tokens", id,
                               cfg.vocab_size));
 
-  const int64_t n_ctx = context_limit(a.m, cfg, 0);
+  // The model's trained context unless -c says otherwise.
+  const int64_t n_ctx = context_limit(a.m, cfg, cfg.max_positions > 0 ? cfg.max_positions : 0);
+  // The cache holds n_ctx positions: the prompt and every generated token but
+  // the last, which is never run (as llama2.c's run.c and llama.cpp count).
   if (n_ctx > 0 && int64_t(prompt.size()) >= n_ctx)
     throw Error(fmt::format(
         "the prompt is {} tokens but the context holds {} (-c/--ctx-size, --kv-cache-mb or the "
         "model's positions); it must be shorter to leave room for generation",
         prompt.size(), n_ctx));
   int64_t budget = a.n_predict;
-  if (n_ctx > 0) budget = std::min<int64_t>(budget, n_ctx - int64_t(prompt.size()));
+  if (budget < 0) {  // -1 / -2, as llama.cpp: until the context is full
+    if (n_ctx <= 0)
+      throw Error("-n/--n-predict " + std::to_string(a.n_predict) +
+                  ": generating until the context is full needs a context size (-c)");
+    budget = n_ctx - int64_t(prompt.size()) + 1;
+  }
+  if (n_ctx > 0) budget = std::min<int64_t>(budget, n_ctx - int64_t(prompt.size()) + 1);
 
   StopOptions stop_opts;
   if (!a.ignore_eos) stop_opts.eos_ids = eos_ids(cfg, tok, /*all_eog=*/false);
@@ -114,8 +165,15 @@ int run_generate(const GenerateArgs& a) {
   Clock::time_point t_first = t_start;
   int64_t n_gen = 0;
   bool stopped_by_string = false;
+  const char* color_on = color ? "\033[33m" : "";  // the generated text in yellow
+  if (color) std::fputs(color_on, stdout);
   if (budget > 0) {
-    std::vector<float> logits = seq.prefill(prompt, Logits::Last);
+    std::vector<float> logits;
+    const int64_t chunk = prompt_chunk(a.m);
+    for (size_t i = 0; i < prompt.size(); i += size_t(chunk > 0 ? chunk : int64_t(prompt.size()))) {
+      const size_t len = std::min(prompt.size() - i, chunk > 0 ? size_t(chunk) : prompt.size());
+      logits = seq.prefill(std::span<const int32_t>(prompt).subspan(i, len), Logits::Last);
+    }
     for (int64_t i = 0; i < budget; ++i) {
       const int32_t id = sampler.sample(logits);
       if (n_gen++ == 0) t_first = Clock::now();
@@ -144,6 +202,7 @@ int run_generate(const GenerateArgs& a) {
     if (cut != std::string::npos) tail.resize(cut);
     std::fputs(tail.c_str(), stdout);
   }
+  if (color) std::fputs("\033[0m", stdout);
   std::fputs("\n", stdout);
   std::fflush(stdout);
 
@@ -175,17 +234,36 @@ const Command generate_cmd("generate", [](CLI::App& app) {
   a->s.o.temperature = 0.0f;  // greedy unless asked
   add_model_flags(app, a->m);
   app.add_option("-p,--prompt", a->prompt, "Prompt text (not echoed)");
-  app.add_option("-f,--file", a->prompt_file, "Read the prompt from FILE");
+  app.add_option("-f,--file", a->prompt_file, "Read the prompt from FILE (-: standard input)");
+  app.add_flag("-e,--escape", a->escape,
+               "Process escapes in the prompt (\\n, \\t, \\\\, ...), as llama.cpp does by default");
+  app.add_flag("--no-escape")->description("Take the prompt as written (the default)")->group(
+      "llama.cpp compatibility");
+  app.add_flag("--no-display-prompt")->description("Accepted: generate never echoes the prompt")
+      ->group("llama.cpp compatibility");
+  app.add_option("--color", a->color,
+                 "--color [on|off|auto]: the generated text in colour (on: always; auto: on a "
+                 "terminal)")
+      ->check(CLI::IsMember({"on", "off", "auto", "1", "0", "true", "false", "always", "never"}));
   app.add_option("--prompt-ids", a->prompt_ids, "Prompt as comma-separated token ids");
   app.add_option("-n,--n-predict", a->n_predict,
-                 "Most tokens to generate (also limited by the context)")
-      ->check(CLI::Range(0, 1 << 24))
+                 "Most tokens to generate (also limited by the context; -1: until the context "
+                 "is full)")
+      ->check(CLI::Range(-2, 1 << 24))
       ->capture_default_str();
   add_sampling_flags(app, a->s);
   app.add_option("--dump-layers", a->dump_dir,
                  "Write every named intermediate as DIR/<call>-<name>.npy (also $RUNNEL_DUMP)");
   app.add_flag("--ignore-eos", a->ignore_eos, "Do not stop at end-of-sequence tokens");
   app.add_flag("--print-ids", a->print_ids, "Print generated token ids instead of text");
+  const std::string use_chat = "a conversation is 'runnel chat -m MODEL' (it takes --system)";
+  add_refused(app, "-i,--interactive,--interactive-first,--conversation,--chatml,--multiline-input",
+              false, use_chat);
+  add_refused(app, "--system-prompt,--system-prompt-file,--chat-template,--chat-template-file",
+              true, use_chat);
+  add_refused(app, "--single-turn", false, use_chat);
+  app.add_flag("--no-conversation")->description("-no-cnv: accepted; generate is always a plain continuation")
+      ->group("llama.cpp compatibility");
   return [a] { return run_generate(*a); };
 });
 

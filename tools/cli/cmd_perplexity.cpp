@@ -38,8 +38,22 @@ struct PerplexityArgs {
   int64_t stride = 0;
   std::string kl_ref;
   std::string kl_ref_dtype;
+  int64_t chunks = -1;  // --chunks: most windows; -1: all
   bool json = false;
 };
+
+// Runs a whole window from position 0, in passes of at most `chunk` tokens.
+std::vector<float> window_logits(Sequence& seq, std::span<const int32_t> win, int64_t chunk) {
+  seq.reset();
+  if (chunk <= 0 || chunk >= int64_t(win.size())) return seq.prefill(win, Logits::All);
+  std::vector<float> all;
+  for (size_t i = 0; i < win.size(); i += size_t(chunk)) {
+    const size_t len = std::min(win.size() - i, size_t(chunk));
+    const std::vector<float> part = seq.prefill(win.subspan(i, len), Logits::All);
+    all.insert(all.end(), part.begin(), part.end());
+  }
+  return all;
+}
 
 using Clock = std::chrono::steady_clock;
 
@@ -132,7 +146,10 @@ int run_perplexity(const PerplexityArgs& a) {
                               ref->config().vocab_size, cfg.vocab_size));
   }
 
-  const std::vector<Window> windows = make_windows(n, ctx, stride);
+  std::vector<Window> windows = make_windows(n, ctx, stride);
+  if (a.chunks >= 0 && int64_t(windows.size()) > a.chunks) windows.resize(size_t(a.chunks));
+  if (windows.empty()) throw Error("--chunks: 0 windows leave nothing to score");
+  const int64_t chunk = prompt_chunk(a.m);
   const int64_t V = cfg.vocab_size;
   double nll_sum = 0, kl_sum = 0, ref_nll_sum = 0;
   int64_t scored = 0, agree = 0, evaluated = 0;
@@ -146,15 +163,13 @@ int run_perplexity(const PerplexityArgs& a) {
   for (size_t wi = 0; wi < windows.size(); ++wi) {
     const Window& w = windows[wi];
     const std::span<const int32_t> win(ids.data() + w.begin, size_t(w.end - w.begin));
-    seq.reset();
     const auto t0 = Clock::now();
-    const std::vector<float> logits = seq.prefill(win, Logits::All);
+    const std::vector<float> logits = window_logits(seq, win, chunk);
     model_s += std::chrono::duration<double>(Clock::now() - t0).count();
     evaluated += int64_t(win.size());
     std::vector<float> ref_logits;
     if (ref) {
-      ref_seq->reset();
-      ref_logits = ref_seq->prefill(win, Logits::All);
+      ref_logits = window_logits(*ref_seq, win, chunk);
     }
     // Row r predicts token begin + r + 1.
     for (int64_t pos = w.score_from; pos < w.end; ++pos) {
@@ -162,12 +177,21 @@ int run_perplexity(const PerplexityArgs& a) {
       const float* row = logits.data() + r * V;
       int32_t top = 0;
       const double lse = log_sum_exp(row, V, &top);
+      if (!std::isfinite(lse))
+        throw Error(fmt::format(
+            "{}: the logits at position {} are not finite (NaN or infinity): the model's weights "
+            "are broken, or its computation overflows",
+            a.m.model, pos - 1));
       nll_sum += lse - double(row[ids[size_t(pos)]]);
       ++scored;
       if (ref) {
         const float* rrow = ref_logits.data() + r * V;
         int32_t rtop = 0;
         const double rlse = log_sum_exp(rrow, V, &rtop);
+        if (!std::isfinite(rlse))
+          throw Error(fmt::format("--kl-ref: {}: the logits at position {} are not finite (NaN or "
+                                  "infinity)",
+                                  a.kl_ref, pos - 1));
         ref_nll_sum += rlse - double(rrow[ids[size_t(pos)]]);
         double kl = 0;
         for (int64_t v = 0; v < V; ++v) {
@@ -234,6 +258,7 @@ const Command perplexity_cmd("perplexity", [](CLI::App& app) {
       "distributions and the top-1 agreement are reported.");
   auto a = std::make_shared<PerplexityArgs>();
   add_model_flags(app, a->m, /*context=*/false);
+  add_batch_flags(app, a->m);
   app.add_option("-f,--file", a->file, "Text file to score (tokenized with BOS)");
   app.add_option("--ids", a->ids, "Token ids to score, comma-separated (instead of --file)");
   app.add_option("--ids-file", a->ids_file,
@@ -242,13 +267,22 @@ const Command perplexity_cmd("perplexity", [](CLI::App& app) {
                  "Window length in tokens (default: the model's position table, else 512; at "
                  "most the text)")
       ->check(CLI::Range(int64_t(0), int64_t(1) << 24));
-  app.add_option("--stride", a->stride, "Tokens between window starts (default: --ctx, disjoint)")
+  app.add_option("--stride,--ppl-stride", a->stride,
+                 "Tokens between window starts (default: --ctx, disjoint)")
       ->check(CLI::Range(int64_t(0), int64_t(1) << 24));
   app.add_option("--kl-ref", a->kl_ref,
                  "Reference model (e.g. the f16 original of a quantized model) for KL and top-1 "
                  "agreement");
   app.add_option("--kl-ref-dtype", a->kl_ref_dtype, "Compute dtype of the reference model");
   app.add_flag("--json", a->json, "Print the results as JSON");
+  app.add_option("--chunks", a->chunks, "Score at most this many windows (default: all)")
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
+  add_refused(app, "--kl-divergence-base,--kl-divergence", true,
+              "runnel computes the KL divergence in one run against a reference model: --kl-ref "
+              "MODEL");
+  add_refused(app, "--hellaswag,--winogrande,--multiple-choice", false,
+              "only perplexity and KL divergence are measured");
+  add_refused(app, "--ppl-output-type", true, "the output is text, or JSON with --json");
   return [a] { return run_perplexity(*a); };
 });
 

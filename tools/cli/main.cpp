@@ -2,6 +2,8 @@
 #include <fmt/core.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <cstdio>
 #include <exception>
 #include <map>
@@ -9,6 +11,7 @@
 #include <vector>
 
 #include "command.hpp"
+#include "llama_flags.hpp"
 #include "progress.hpp"
 #include "runnel/runnel.hpp"
 
@@ -49,16 +52,42 @@ int main(int argc, char** argv) {
     runners[sub] = c.setup(*sub);
   }
 
-  // llama.cpp's multi-letter single-dash spelling of chat's --system, which
-  // CLI11 cannot declare.
   std::vector<std::string> args(argv + 1, argv + argc);
-  const bool chat = std::find(args.begin(), args.end(), "chat") != args.end();
-  for (std::string& a : args) {
-    if (!chat) break;
-    if (a == "-sys")
-      a = "--system";
-    else if (a.rfind("-sys=", 0) == 0)
-      a = "--system=" + a.substr(5);
+  // The subcommand is the first word that is neither a flag nor the value of
+  // --log-level.  An unknown one is an error, not the main help.
+  CLI::App* sub = nullptr;
+  size_t sub_at = args.size();
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--log-level") {
+      ++i;
+      continue;
+    }
+    if (!a.empty() && a[0] == '-') continue;
+    for (CLI::App* c : app.get_subcommands({}))
+      if (c->get_name() == a) sub = c;
+    if (!sub) {
+      std::string names;
+      for (auto& c : cmds) names += (names.empty() ? "" : ", ") + c.name;
+      std::fprintf(stderr, "runnel: error: unknown command '%s' (commands: %s; see 'runnel --help')\n",
+                   a.c_str(), names.c_str());
+      return 2;
+    }
+    sub_at = i;
+    break;
+  }
+  const std::string help_hint =
+      sub ? "see 'runnel " + sub->get_name() + " --help'" : std::string("see 'runnel --help'");
+  try {
+    if (sub) {
+      std::vector<std::string> rest(args.begin() + std::ptrdiff_t(sub_at) + 1, args.end());
+      cli::translate_args(rest, app, sub);
+      args.resize(sub_at + 1);
+      args.insert(args.end(), rest.begin(), rest.end());
+    }
+  } catch (const Error& e) {
+    std::fprintf(stderr, "runnel: error: %s\n", e.what());
+    return 2;
   }
   std::reverse(args.begin(), args.end());  // CLI11 takes the arguments in reverse order
 
@@ -69,9 +98,13 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForAllHelp& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    // One clear line and exit code 2 for bad flags.
-    std::fprintf(stderr, "runnel: %s\n", e.what());
-    std::fprintf(stderr, "Run 'runnel --help' (or 'runnel <command> --help') for usage.\n");
+    // One line, in the format of every other error, and exit code 2.
+    std::string msg = e.what();
+    std::replace(msg.begin(), msg.end(), '\n', ' ');
+    std::fprintf(stderr, "runnel: error: %s (%s)\n", msg.c_str(), help_hint.c_str());
+    return 2;
+  } catch (const Error& e) {
+    std::fprintf(stderr, "runnel: error: %s\n", e.what());
     return 2;
   }
 
@@ -81,10 +114,24 @@ int main(int argc, char** argv) {
       std::fputs(version_string().c_str(), stdout);
       return 0;
     }
-    for (auto& [sub, run] : runners)
-      if (sub->parsed()) return run();
-    std::fputs(app.help().c_str(), stdout);
-    return 0;
+    int code = 0;
+    bool ran = false;
+    for (auto& [s, run] : runners)
+      if (s->parsed()) {
+        cli::check_refused(*s);
+        code = run();
+        ran = true;
+        break;
+      }
+    if (!ran) std::fputs(app.help().c_str(), stdout);
+    // Output that could not be written is an error, not a silent success.
+    errno = 0;
+    if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+      std::fprintf(stderr, "runnel: error: cannot write the output (stdout)%s%s\n",
+                   errno ? ": " : "", errno ? std::strerror(errno) : "");
+      return 1;
+    }
+    return code;
   } catch (const Error& e) {
     std::fprintf(stderr, "runnel: error: %s\n", e.what());
     return 2;
