@@ -99,6 +99,11 @@ const GgmlTypeInfo* ggml_type_info(uint32_t id);
 // The ggml type that stores `dtype` (throws for dtypes GGUF has no type for).
 GgmlType ggml_type_of(DType dtype);
 
+// The name llama.cpp gives a general.file_type value (its llama_ftype):
+// 3 "Q4_1", 15 "Q4_K - Medium", 0 "all F32"; "" for values it does not define.
+std::string_view file_type_name(int64_t file_type);
+inline constexpr int64_t kFileTypeQ4_K_M = 15;
+
 // A metadata value.  Strings and scalar arrays are views into the file.
 struct Value {
   ValueType type = ValueType::U8;

@@ -82,6 +82,7 @@ struct Checkpoint {
   WeightStore weights;
   std::string tokenizer_path;  // a tokenizer found beside the model, or empty
   std::shared_ptr<const Vocab> vocab;  // a vocabulary embedded in the model file (GGUF), or null
+  int64_t file_type = -1;  // GGUF general.file_type (llama.cpp's llama_ftype), or -1
 };
 
 // Opens a model: a Hugging Face folder (config.json + model.safetensors or

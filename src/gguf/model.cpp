@@ -384,6 +384,7 @@ void load_checkpoint(const std::string& path, Checkpoint& ck) {
                 "model)");
   ck.config = model_config(f);
   ck.format = "gguf";
+  ck.file_type = f.get_int("general.file_type", -1);
   const model::ArchDescriptor* arch = model::find_arch(ck.config.family);
   if (!arch) throw Error(path + ": no descriptor for family " + ck.config.family);
   ck.weights.keep_alive(mapped);

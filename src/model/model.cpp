@@ -11,11 +11,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <random>
 #include <set>
 
 #include "model/arch.hpp"
 #include "runnel/error.hpp"
+#include "runnel/gguf.hpp"
 #include "runnel/loader.hpp"
 #include "runnel/tokenizer.hpp"
 
@@ -203,6 +205,20 @@ ops::KvView ContiguousKvCache::view(int64_t layer) {
 // of 5632 x 2048: 64 rows 66 ms against 185 ms).
 constexpr int64_t kGemmMinRows = 64;
 
+namespace {
+
+// The dtype with the highest count (the first in dtype order among equals),
+// or `fallback` when there is none.
+DType most_common(const std::map<DType, int64_t>& counts, DType fallback) {
+  DType most = fallback;
+  int64_t n = 0;
+  for (const auto& [dt, count] : counts)
+    if (count > n) most = dt, n = count;
+  return most;
+}
+
+}  // namespace
+
 struct Model::Impl {
   std::string path, format;
   ModelConfig cfg;
@@ -211,6 +227,9 @@ struct Model::Impl {
   std::vector<std::unique_ptr<HostBuffer>> owned;  // converted weights
   DType wdtype = DType::F32, fdtype = DType::F32;
   bool mapped = true;
+  int64_t file_type = -1;                 // GGUF general.file_type, or -1
+  std::map<DType, int64_t> matrix_types;  // bound matrix weights per dtype
+  int64_t bound_bytes = 0;                // bytes of every bound weight
   std::array<Tensor, model::kNumSlots> global{};
   std::vector<std::array<Tensor, model::kNumSlots>> layers;
   std::unique_ptr<Tokenizer> tokenizer;
@@ -279,6 +298,9 @@ void Model::Impl::bind(std::optional<DType> dtype, const std::function<void(doub
   if (!traits(wdtype).is_float)
     throw Error("compute dtype must be f32, f16, bf16 or a quantized weight type");
 
+  matrix_types.clear();
+  bound_bytes = 0;
+  std::map<DType, int64_t> stored_types;  // the same, as stored
   std::set<std::string> used;
   auto bind_one = [&](const Need& need, int64_t layer) -> Tensor {
     const std::string what = layer >= 0
@@ -311,13 +333,18 @@ void Model::Impl::bind(std::optional<DType> dtype, const std::function<void(doub
     if (need.role == Role::Matrix && !dtype &&
         (traits(t.dtype()).block_size > 1 || traits(wdtype).block_size > 1))
       want = t.dtype();
-    if (t.dtype() == want) return t;
+    if (need.role == Role::Matrix) ++matrix_types[want], ++stored_types[t.dtype()];
+    if (t.dtype() == want) {
+      bound_bytes += int64_t(t.nbytes());
+      return t;
+    }
     if (need.role == Role::Matrix) mapped = false;
     size_t bytes = row_bytes(want, t.numel());
     auto buf = std::make_unique<HostBuffer>(bytes);
     Tensor dst = Tensor::view(buf->data(), want, need.shape.data(), int(need.shape.size()));
     ops::convert(*ctx, t, dst);
     owned.push_back(std::move(buf));
+    bound_bytes += int64_t(bytes);
     return dst;
   };
 
@@ -345,6 +372,12 @@ void Model::Impl::bind(std::optional<DType> dtype, const std::function<void(doub
                     "checkpoint does not match {}",
                     store.find(extra[0])->source, extra[0], cfg.family, more, cfg.source));
   }
+  // Quantized files mix types (llama.cpp's Q4_1 files keep a Q8_0 token
+  // embedding; its Q4_K_M mixes Q4_K, Q6_K and Q5_0): the file's dtype is the
+  // one most matrices are stored in, and so is the compute dtype unless one
+  // was asked for.
+  fdtype = most_common(stored_types, fdtype);
+  if (!dtype) wdtype = most_common(matrix_types, wdtype);
   if (progress) progress(1.0);
 }
 
@@ -626,6 +659,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   impl->format = ck.format;
   impl->cfg = ck.config;
   impl->store = std::move(ck.weights);
+  impl->file_type = ck.file_type;
   impl->arch = model::find_arch(impl->cfg.family);
   if (!impl->arch) throw Error(path + ": no descriptor for family " + impl->cfg.family);
   const int threads = options.threads > 0 ? options.threads : ThreadPool::hardware_threads();
@@ -769,6 +803,22 @@ const std::string& Model::format() const { return impl_->format; }
 DType Model::weight_dtype() const { return impl_->wdtype; }
 DType Model::file_dtype() const { return impl_->fdtype; }
 bool Model::weights_mapped() const { return impl_->mapped; }
+
+std::string Model::type_name() const {
+  if (impl_->mapped && impl_->file_type >= 0) {
+    const std::string_view name = gguf::file_type_name(impl_->file_type);
+    if (!name.empty()) return std::string(name);
+  }
+  const DType most = most_common(impl_->matrix_types, impl_->wdtype);
+  try {
+    if (const gguf::GgmlTypeInfo* info = gguf::ggml_type_info(uint32_t(gguf::ggml_type_of(most))))
+      return std::string(info->name);
+  } catch (const Error&) {
+  }
+  return std::string(dtype_name(most));
+}
+
+int64_t Model::stored_weight_bytes() const { return impl_->bound_bytes; }
 const Tokenizer* Model::tokenizer() const { return impl_->tokenizer.get(); }
 Context& Model::context() { return *impl_->ctx; }
 
