@@ -98,6 +98,8 @@ void read_sizes(const Meta& m, ModelConfig& c) {
                     m.f.source(), m.arch, vlen, c.head_dim));
 }
 
+// BOS / EOS / EOT ids, which must be rows of token_embd.weight (c.vocab_size),
+// whether or not the file carries a vocabulary.
 void special_ids(const File& f, ModelConfig& c) {
   auto id = [&](const char* key) -> int32_t {
     const Value* v = f.find(key);
@@ -106,6 +108,11 @@ void special_ids(const File& f, ModelConfig& c) {
     if (x == 0xFFFFFFFFll || x == -1) return -1;
     if (x < 0 || x > INT32_MAX)
       f.fail(fmt::format("metadata key \"{}\" = {} is not a token id", key, x), v->offset);
+    if (x >= c.vocab_size)
+      f.fail(fmt::format("{} = {} is outside the vocabulary of {} tokens (the rows of "
+                         "token_embd.weight)",
+                         key, x, c.vocab_size),
+             v->offset);
     return int32_t(x);
   };
   c.bos_id = id("tokenizer.ggml.bos_token_id");

@@ -382,6 +382,35 @@ TEST(GgufModel, MetadataErrorsNameTheKey) {
   EXPECT_ERROR_HAS(Model::load(path), "m.gguf", "no tensors", "vocab-only");
 }
 
+// BOS, EOS and EOT ids must be rows of token_embd.weight (16 in tiny_llama),
+// with or without an embedded vocabulary (an out-of-range EOS or EOT used to
+// load and never match a token).
+TEST(GgufModel, SpecialTokenIdsOutsideTheVocabularyAreRefused) {
+  test::GgufTempDir d;
+  const std::string path = d.file("m.gguf");
+  for (const bool vocab : {true, false}) {
+    SCOPED_TRACE(vocab ? "with a vocabulary" : "without a vocabulary");
+    for (const char* key : {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
+                            "tokenizer.ggml.eot_token_id"}) {
+      for (const uint32_t id : {16u, 99u}) {
+        gguf::Writer w = test::tiny_llama();
+        if (!vocab) w.set_string("tokenizer.ggml.model", "none");
+        w.set_u32(key, id);
+        w.write(path);
+        const std::string needle =
+            std::string(key) + " = " + std::to_string(id) + " is outside the vocabulary of 16 tokens";
+        EXPECT_ERROR_HAS(Model::load(path), "m.gguf", needle.c_str());
+      }
+    }
+    // In range, and "none" (0xFFFFFFFF as llama.cpp writes it): loaded.
+    gguf::Writer w = test::tiny_llama();
+    if (!vocab) w.set_string("tokenizer.ggml.model", "none");
+    w.set_u32("tokenizer.ggml.eos_token_id", 15);
+    w.set_u32("tokenizer.ggml.eot_token_id", 0xFFFFFFFFu);
+    w.write(path);
+    EXPECT_EQ(Model::load(path)->config().eos_ids, std::vector<int32_t>{15});
+  }
+}
 // ---------------------------------------------------------------------------
 // HF fixtures -> GGUF -> the same logits
 
