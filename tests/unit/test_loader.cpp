@@ -378,6 +378,33 @@ TEST(LoaderSafetensors, BadFilesAreRejected) {
   EXPECT_ERROR_HAS(parse(junk), "bad.safetensors", "invalid JSON");
 }
 
+// Two tensors may not share bytes (a file whose "b" aliases part of "a" used
+// to load); adjacent and empty tensors are fine.
+TEST(LoaderSafetensors, OverlappingTensorsAreRejected) {
+  auto header = [](const json& hj, size_t data_bytes) {
+    const std::string hs = hj.dump();
+    std::string out(8, '\0');
+    const uint64_t n = hs.size();
+    std::memcpy(out.data(), &n, 8);
+    return out + hs + std::string(data_bytes, '\0');
+  };
+  auto parse = [](const std::string& b) {
+    return parse_safetensors_header(reinterpret_cast<const uint8_t*>(b.data()), b.size(),
+                                    "over.safetensors");
+  };
+  auto t = [](int64_t n, uint64_t begin) {
+    return json{{"dtype", "F32"}, {"shape", {n}}, {"data_offsets", {begin, begin + 4 * n}}};
+  };
+  EXPECT_ERROR_HAS(parse(header({{"a", t(4, 0)}, {"b", t(4, 8)}}, 24)), "over.safetensors",
+                   "\"a\" (data_offsets [0, 16))", "\"b\" (data_offsets [8, 24))", "overlap");
+  EXPECT_ERROR_HAS(parse(header({{"a", t(4, 0)}, {"b", t(4, 0)}}, 16)), "over.safetensors",
+                   "\"a\"", "\"b\"", "overlap");
+  EXPECT_ERROR_HAS(parse(header({{"a", t(6, 0)}, {"b", t(1, 12)}, {"c", t(2, 24)}}, 32)),
+                   "\"a\" (data_offsets [0, 24))", "\"b\" (data_offsets [12, 16))", "overlap");
+  // Adjacent, and an empty tensor at an occupied offset: accepted.
+  EXPECT_EQ(parse(header({{"a", t(4, 0)}, {"b", t(2, 16)}, {"e", t(0, 8)}}, 24)).size(), 3u);
+}
+
 // ---------------------------------------------------------------------------
 // binding tensors to the descriptor
 
