@@ -580,6 +580,39 @@ TEST(LoaderCheckpoint, PickleIsRefusedWithAConversionRecipe) {
   EXPECT_ERROR_HAS(open_model((d / "weights.pt").string()), "weights.pt", "pickle");
 }
 
+// An empty or too short file is named as such, not as a bad llama2.c header;
+// a .gguf file without the magic is named as not GGUF.
+TEST(LoaderCheckpoint, EmptyAndTinyFilesAreNamed) {
+  TempDir d;
+  struct Case {
+    const char* name;
+    std::string bytes;
+    std::vector<const char*> needles;
+  };
+  const Case cases[] = {
+      {"empty.gguf", "", {"empty.gguf", "empty (0 bytes)"}},
+      {"EMPTY.GGUF", "", {"EMPTY.GGUF", "empty (0 bytes)"}},
+      {"empty.bin", "", {"empty.bin", "empty (0 bytes)"}},
+      {"empty", "", {"empty", "empty (0 bytes)"}},
+      {"short.gguf", "GGU", {"short.gguf", "3 bytes is too short to be a GGUF file"}},
+      {"ggml.gguf", "GGML\x03\x00\x00\x00", {"ggml.gguf", "not a GGUF file"}},
+      {"magic.gguf", "GGUF", {"magic.gguf", "GGUF"}},
+      {"junk.bin", "0123456789", {"junk.bin", "llama2.c header", "10 bytes"}},
+      {"empty.safetensors", "", {"empty.safetensors", "0 bytes is too short for a safetensors"}},
+  };
+  spit(d / "config.json", kLlamaConfig);  // so that .safetensors gets as far as its header
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    spit(d / c.name, c.bytes);
+    const std::string msg = error_of([&] { open_checkpoint((d / c.name).string()); });
+    for (const char* n : c.needles) EXPECT_NE(msg.find(n), std::string::npos) << msg;
+    EXPECT_EQ(msg.find("llama2.c"), std::string(c.name) == "junk.bin" ? msg.find("llama2.c")
+                                                                     : std::string::npos)
+        << msg;
+    fs::remove(d / c.name);
+  }
+}
+
 TEST(LoaderCheckpoint, MissingPieces) {
   TempDir d;
   EXPECT_ERROR_HAS(open_model((d / "nope").string()), "nope", "no such file");
