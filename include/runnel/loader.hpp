@@ -38,10 +38,12 @@ class WeightStore {
  public:
   struct Entry {
     Tensor tensor;
-    std::string source;  // file the tensor came from
+    std::string source;     // file the tensor came from
+    std::string file_name;  // its name in that file when it differs from the key (GGUF), or ""
   };
   // Throws if `name` is already present.
-  void add(const std::string& name, const Tensor& t, const std::string& source);
+  void add(const std::string& name, const Tensor& t, const std::string& source,
+           const std::string& file_name = "");
   void keep_alive(std::shared_ptr<Buffer> buffer) { buffers_.push_back(std::move(buffer)); }
 
   const Entry* find(const std::string& name) const;

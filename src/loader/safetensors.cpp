@@ -158,8 +158,9 @@ std::vector<TensorInfo> parse_safetensors_header(const uint8_t* data, size_t siz
   return out;
 }
 
-void WeightStore::add(const std::string& name, const Tensor& t, const std::string& source) {
-  auto [it, inserted] = entries_.try_emplace(name, Entry{t, source});
+void WeightStore::add(const std::string& name, const Tensor& t, const std::string& source,
+                      const std::string& file_name) {
+  auto [it, inserted] = entries_.try_emplace(name, Entry{t, source, file_name});
   if (!inserted)
     throw Error(source + ": tensor \"" + name + "\" is defined twice (also in " +
                 it->second.source + ")");

@@ -15,6 +15,7 @@
 #include <random>
 #include <set>
 
+#include "gguf/names.hpp"
 #include "model/arch.hpp"
 #include "runnel/error.hpp"
 #include "runnel/gguf.hpp"
@@ -313,20 +314,28 @@ void Model::Impl::bind(std::optional<DType> dtype, const std::function<void(doub
                       "configuration needs",
                       cfg.source, cfg.family, what));
     const WeightStore::Entry* e = lookup(name, &found);
-    if (!e)
+    if (!e) {
+      // A GGUF's tensors are named as llama.cpp names them.
+      const std::string gname = format == "gguf" ? gguf::tensor_name(need.slot, layer) : "";
       throw Error(fmt::format("{}: missing tensor \"{}\" ({}), needed by this {} configuration",
-                              path, name, what, cfg.family));
+                              path, gname.empty() ? name : gname, what, cfg.family));
+    }
     used.insert(found);
     const Tensor& t = e->tensor;
+    // Messages name the tensor as its file does.
+    const std::string& shown = e->file_name.empty() ? found : e->file_name;
+    const std::string& where = e->file_name.empty() ? e->source : path;
     bool shape_ok = t.ndim() == int(need.shape.size());
     for (int i = 0; shape_ok && i < t.ndim(); ++i) shape_ok = t.dim(i) == need.shape[size_t(i)];
     if (!shape_ok)
-      throw Error(fmt::format("{}: tensor \"{}\" has shape {} but {} implies {}", e->source, found,
-                              t.shape_str(), cfg.source, shape_list(need.shape)));
+      throw Error(fmt::format("{}: tensor \"{}\" has shape {} but {} implies {}", where, shown,
+                              t.shape_str(),
+                              format == "gguf" ? "its metadata" : cfg.source,
+                              shape_list(need.shape)));
     if (!traits(t.dtype()).is_float)
       throw Error(fmt::format("{}: tensor \"{}\": dtype {} is not supported (f32, f16, bf16, "
                               "q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q6_k)",
-                              e->source, found, dtype_name(t.dtype())));
+                              where, shown, dtype_name(t.dtype())));
     DType want = need.role == Role::Matrix ? wdtype : DType::F32;
     // Quantized files mix types (some matrices stay f16 or f32): unless a
     // compute dtype is asked for, each matrix keeps the type it is stored in.
@@ -357,9 +366,13 @@ void Model::Impl::bind(std::optional<DType> dtype, const std::function<void(doub
     if (progress) progress(double(l + 1) / double(cfg.n_layers + 1));
   }
 
-  std::vector<std::string> extra;
+  std::vector<std::string> extra;  // as their files name them
+  const WeightStore::Entry* first_extra = nullptr;
   for (const auto& [name, e] : store.entries())
-    if (!used.count(name) && !ignorable(name)) extra.push_back(name);
+    if (!used.count(name) && !ignorable(name)) {
+      extra.push_back(e.file_name.empty() ? name : e.file_name);
+      if (!first_extra) first_extra = &e;
+    }
   if (!extra.empty()) {
     std::string more;
     if (extra.size() > 1) {
@@ -367,10 +380,11 @@ void Model::Impl::bind(std::optional<DType> dtype, const std::function<void(doub
       for (size_t i = 1; i < extra.size() && i < 6; ++i) more += " \"" + extra[i] + "\"";
       more += extra.size() > 6 ? " ...)" : ")";
     }
-    throw Error(
-        fmt::format("{}: tensor \"{}\" is not used by this {} configuration{}; the "
-                    "checkpoint does not match {}",
-                    store.find(extra[0])->source, extra[0], cfg.family, more, cfg.source));
+    throw Error(fmt::format(
+        "{}: tensor \"{}\" is not used by this {} configuration{}; the "
+        "checkpoint does not match {}",
+        first_extra->file_name.empty() ? first_extra->source : path, extra[0], cfg.family, more,
+        format == "gguf" ? "its metadata" : cfg.source));
   }
   // Quantized files mix types (llama.cpp's Q4_1 files keep a Q8_0 token
   // embedding; its Q4_K_M mixes Q4_K, Q6_K and Q5_0): the file's dtype is the
