@@ -21,6 +21,7 @@
 #include "runnel/gguf.hpp"
 #include "runnel/loader.hpp"
 #include "runnel/tokenizer.hpp"
+#include "tokenizer/tokenizer_impl.hpp"
 
 namespace runnel {
 
@@ -687,6 +688,17 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
     impl->tokenizer = std::make_unique<Tokenizer>(load_tokenizer(tok_path));
   else if (ck.vocab)  // embedded in the model file (GGUF)
     impl->tokenizer = std::make_unique<Tokenizer>(Tokenizer::from_vocab(*ck.vocab));
+  // A llama2.c tokenizer.bin holds no token count: one with fewer tokens than
+  // the model's embedding rows would fail only when an id past its end is
+  // decoded.
+  if (impl->tokenizer && impl->tokenizer->impl().llama2c &&
+      int64_t(impl->tokenizer->vocab_size()) < impl->cfg.vocab_size)
+    throw Error(fmt::format("{}: the llama2.c tokenizer has {} tokens but the model {} has a "
+                            "vocabulary of {}: not its tokenizer",
+                            impl->tokenizer->impl().name.empty() ? tok_path
+                                                                 : impl->tokenizer->impl().name,
+                            impl->tokenizer->vocab_size(), path,
+                            impl->cfg.vocab_size));
   if (!options.dump_dir.empty()) {
     impl->dump_dir = options.dump_dir;
   } else if (const char* env = std::getenv("RUNNEL_DUMP"); env && *env) {

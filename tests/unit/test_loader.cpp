@@ -16,6 +16,7 @@
 #include "runnel/error.hpp"
 #include "runnel/loader.hpp"
 #include "runnel/model.hpp"
+#include "runnel/tokenizer.hpp"
 #include "test_util.hpp"
 
 namespace runnel {
@@ -752,6 +753,44 @@ TEST(LoaderLlama2c, TruncatedRealCheckpoint) {
   spit(d / "cut.bin", slurp(p).substr(0, 100000));
   EXPECT_ERROR_HAS(open_model((d / "cut.bin").string()), "cut.bin", "1056540", "100000",
                    "truncated");
+}
+
+// A llama2.c tokenizer.bin of `n` tokens: <unk> <s> </s>, then "t3", "t4", ...
+std::string llama2c_tokenizer(int n) {
+  std::string out;
+  auto i32 = [&](int32_t v) { out.append(reinterpret_cast<const char*>(&v), 4); };
+  i32(8);  // max_token_length
+  for (int i = 0; i < n; ++i) {
+    const std::string piece = i == 0 ? "<unk>" : i == 1 ? "<s>" : i == 2 ? "</s>" : "t" + std::to_string(i);
+    const float score = -float(i);
+    out.append(reinterpret_cast<const char*>(&score), 4);
+    i32(int32_t(piece.size()));
+    out += piece;
+  }
+  return out;
+}
+
+// A tokenizer.bin with fewer tokens than the model's 32 embedding rows is
+// refused at load (it used to fail only when a later id was decoded), given
+// with --tokenizer or found beside the model.
+TEST(LoaderLlama2c, SmallerTokenizerIsRefusedAtLoad) {
+  const TinyLlama2c t;
+  TempDir d;
+  spit(d / "m.bin", legacy_file(t, random_weights(t), true));
+  spit(d / "small.bin", llama2c_tokenizer(10));
+  spit(d / "exact.bin", llama2c_tokenizer(32));
+  LoadOptions o;
+  o.threads = 1;
+  o.tokenizer_path = (d / "small.bin").string();
+  EXPECT_ERROR_HAS(Model::load((d / "m.bin").string(), o), "small.bin", "10 tokens", "m.bin",
+                   "vocabulary of 32");
+  o.tokenizer_path = (d / "exact.bin").string();
+  const auto m = Model::load((d / "m.bin").string(), o);
+  ASSERT_NE(m->tokenizer(), nullptr);
+  EXPECT_EQ(m->tokenizer()->vocab_size(), 32u);
+  spit(d / "tokenizer.bin", llama2c_tokenizer(31));
+  EXPECT_ERROR_HAS(open_model((d / "m.bin").string()), "tokenizer.bin", "31 tokens",
+                   "vocabulary of 32");
 }
 
 TEST(LoaderModel, TokenIdsAndPositionsAreChecked) {
