@@ -419,6 +419,7 @@ std::optional<Vocab> read_vocab(const File& f) {
   v.add_space_prefix = f.get_bool("tokenizer.ggml.add_space_prefix", spm);
   v.remove_extra_whitespaces = f.get_bool("tokenizer.ggml.remove_extra_whitespaces", false);
   v.chat_template = std::string(f.get_string("tokenizer.chat_template", ""));
+  if (!v.chat_template.empty()) v.chat_template_origin = f.source() + ": tokenizer.chat_template";
   return v;
 }
 
