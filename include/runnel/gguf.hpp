@@ -99,6 +99,11 @@ const GgmlTypeInfo* ggml_type_info(uint32_t id);
 // The ggml type that stores `dtype` (throws for dtypes GGUF has no type for).
 GgmlType ggml_type_of(DType dtype);
 
+// The name llama.cpp gives a general.file_type value (its llama_ftype):
+// 3 "Q4_1", 15 "Q4_K - Medium", 0 "all F32"; "" for values it does not define.
+std::string_view file_type_name(int64_t file_type);
+inline constexpr int64_t kFileTypeQ4_K_M = 15;
+
 // A metadata value.  Strings and scalar arrays are views into the file.
 struct Value {
   ValueType type = ValueType::U8;
@@ -248,17 +253,27 @@ class Writer {
 // family) as GGUF in llama.cpp's layout: LLaMA q/k rows permuted for its
 // adjacent-pair RoPE, BLOOM's fused QKV regrouped as [q; k; v], and the `opt`
 // keys of docs/gguf.md.  `vocab`, when given, is embedded as tokenizer.ggml.*.
-void write_checkpoint(const Checkpoint& ck, const std::string& path, const Vocab* vocab = nullptr);
+// `file_type` >= 0 is written as general.file_type (llama.cpp's llama_ftype).
+void write_checkpoint(const Checkpoint& ck, const std::string& path, const Vocab* vocab = nullptr,
+                      int64_t file_type = -1);
 // Adds the tokenizer.ggml.* keys of `vocab` to `w`.
 void write_vocab(Writer& w, const Vocab& vocab);
 
 // ---------------------------------------------------------------------------
 // Quantization (src/gguf/quantize.cpp)
 
+// Mixes of types, as llama.cpp's quantizer writes them.
+enum class QuantizeMix : unsigned char {
+  None,    // every matrix in QuantizeOptions::type
+  Q4_K_M,  // llama.cpp's Q4_K_M: Q4_K, with Q6_K for the LM head and for attn_v
+           // (bloom: attn_qkv) and ffn_down of about a third of the layers
+};
+
 struct QuantizeOptions {
   // Type of the matrix weights (token embeddings and the LM head included).
   // Norms, biases and position tables are written as f32.
   DType type = DType::Q8_0;
+  QuantizeMix mix = QuantizeMix::None;  // a mix replaces `type`
   // Vocabulary to embed: a tokenizer file or folder (tokenizer.model,
   // vocab.json + merges.txt, tokenizer.json with a byte-level BPE model, or a
   // GGUF file).  Empty: the checkpoint's own vocabulary, else the tokenizer
@@ -292,11 +307,19 @@ struct QuantizeReport {
 // lacks ("q4_k: not supported in this build").
 DType quantize_type(std::string_view name, std::string_view what);
 
+// The options a --type value names: a dtype (as quantize_type) or a mix
+// ("q4_k_m"), which needs each type it writes in this build.
+QuantizeOptions quantize_type_or_mix(std::string_view name, std::string_view what);
+// The name of `options`' type or mix: "q8_0", "q4_k_m".
+std::string quantize_type_name(const QuantizeOptions& options);
+
 // Writes `ck` (any opened checkpoint: f32/f16/bf16 or quantized) as GGUF
-// with its matrix weights in `options.type`, through write_checkpoint (so
-// llama.cpp's layout and the `opt` keys of docs/gguf.md).  A matrix whose row
-// length is not a multiple of the type's block size falls back to q8_0 (rows
-// of 32) or f16, with a note.
+// with its matrix weights in `options.type` (or `options.mix`), through
+// write_checkpoint (so llama.cpp's layout and the `opt` keys of
+// docs/gguf.md), with general.file_type as llama.cpp's quantizer sets it.  A
+// matrix whose rows are not whole blocks of its type falls back as
+// llama.cpp's does (q4_k -> q5_0, q6_k -> q8_0), else to f16; one note says
+// how many and which.
 QuantizeReport quantize_checkpoint(const Checkpoint& ck, const std::string& out_path,
                                    const QuantizeOptions& options);
 

@@ -38,10 +38,12 @@ class WeightStore {
  public:
   struct Entry {
     Tensor tensor;
-    std::string source;  // file the tensor came from
+    std::string source;     // file the tensor came from
+    std::string file_name;  // its name in that file when it differs from the key (GGUF), or ""
   };
   // Throws if `name` is already present.
-  void add(const std::string& name, const Tensor& t, const std::string& source);
+  void add(const std::string& name, const Tensor& t, const std::string& source,
+           const std::string& file_name = "");
   void keep_alive(std::shared_ptr<Buffer> buffer) { buffers_.push_back(std::move(buffer)); }
 
   const Entry* find(const std::string& name) const;
@@ -82,6 +84,7 @@ struct Checkpoint {
   WeightStore weights;
   std::string tokenizer_path;  // a tokenizer found beside the model, or empty
   std::shared_ptr<const Vocab> vocab;  // a vocabulary embedded in the model file (GGUF), or null
+  int64_t file_type = -1;  // GGUF general.file_type (llama.cpp's llama_ftype), or -1
 };
 
 // Opens a model: a Hugging Face folder (config.json + model.safetensors or

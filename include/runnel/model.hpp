@@ -110,9 +110,19 @@ class Model {
   const ModelConfig& config() const;
   const std::string& path() const;
   const std::string& format() const;   // "safetensors", "llama2.c", "gguf"
-  DType weight_dtype() const;          // compute dtype of the matrix weights
-  DType file_dtype() const;            // dtype of the checkpoint's matrix weights
+  // Compute dtype of the matrix weights, and their dtype in the checkpoint;
+  // in files that mix types, the one most matrices have.
+  DType weight_dtype() const;
+  DType file_dtype() const;
   bool weights_mapped() const;         // every matrix weight is a view into the file
+  // The matrix weights' type, named as llama.cpp names a file's type.  Used
+  // as stored: a GGUF's general.file_type ("Q4_1", "Q4_K - Medium"), else the
+  // ggml name of the type most matrix weights are stored in ("Q4_1", "F16").
+  // Converted at load: the type most of them are converted to.
+  std::string type_name() const;
+  // Bytes of the weights as held: views into the file in their stored types,
+  // converted weights in their converted types; a tied head counted once.
+  int64_t stored_weight_bytes() const;
   const Tokenizer* tokenizer() const;  // null when none was found or given
   Context& context();
 

@@ -60,6 +60,7 @@ struct Vocab {
   bool remove_extra_whitespaces = false;  // SentencePiece normalizer flag
   bool byte_fallback = false;           // SentencePiece: unknown characters become <0xNN> tokens
   std::string chat_template;
+  std::string chat_template_origin;  // where it came from, for messages ("m.gguf: tokenizer.chat_template")
 };
 
 class Tokenizer {
@@ -102,6 +103,10 @@ class Tokenizer {
   size_t vocab_size() const;
   // The chat template from tokenizer_config.json or GGUF metadata, or "".
   const std::string& chat_template() const;
+  // Where the chat template came from, to name it in errors:
+  // "<dir>/tokenizer_config.json: chat_template", "m.gguf: tokenizer.chat_template";
+  // "chat_template" when unknown.
+  const std::string& chat_template_origin() const;
 
   const Impl& impl() const { return *impl_; }
 

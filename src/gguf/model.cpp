@@ -29,6 +29,9 @@ namespace {
 using model::Slot;
 
 constexpr int64_t kMaxCount = int64_t(1) << 24;
+// ModelConfig::validate's limits, checked here first so that the error names the GGUF key.
+constexpr int64_t kMaxWidth = int64_t(1) << 20;  // hidden, ffn, head size
+constexpr int64_t kMaxVocab = int64_t(1) << 22;
 constexpr const char* kRopeFreqs = "rope_freqs.weight";
 
 // Reads integer metadata and checks its range before it is used.
@@ -68,20 +71,24 @@ int64_t vocab_rows(const File& f) {
   if (!t) throw Error(f.source() + ": missing tensor \"token_embd.weight\" (the token embeddings)");
   if (t->shape.size() != 2)
     f.fail("tensor \"token_embd.weight\": expected 2 dimensions", t->info_offset);
+  if (t->shape[0] > kMaxVocab)
+    f.fail(fmt::format("tensor \"token_embd.weight\": {} rows (the vocabulary) is more than {}",
+                       t->shape[0], kMaxVocab),
+           t->info_offset);
   return t->shape[0];
 }
 
 // Shared by the three families: sizes that llama.cpp keys the same way.
 void read_sizes(const Meta& m, ModelConfig& c) {
   c.vocab_size = vocab_rows(m.f);
-  c.hidden_size = m.count("embedding_length", 1, kMaxCount);
+  c.hidden_size = m.count("embedding_length", 1, kMaxWidth);
   c.embed_dim = c.hidden_size;
   c.n_layers = m.count("block_count", 1, 4096);
-  c.ffn_dim = m.count("feed_forward_length", 1, kMaxCount);
+  c.ffn_dim = m.count("feed_forward_length", 1, kMaxWidth);
   c.n_heads = m.count("attention.head_count", 1, 4096);
   c.n_kv_heads = m.count("attention.head_count_kv", 1, 4096, c.n_heads);
   if (m.f.find(m.arch + "attention.key_length")) {
-    c.head_dim = m.count("attention.key_length", 1, kMaxCount);
+    c.head_dim = m.count("attention.key_length", 1, kMaxWidth);
   } else {
     if (c.hidden_size % c.n_heads != 0)
       throw Error(
@@ -90,7 +97,7 @@ void read_sizes(const Meta& m, ModelConfig& c) {
                       m.f.source(), m.arch, c.hidden_size, c.n_heads));
     c.head_dim = c.hidden_size / c.n_heads;
   }
-  const int64_t vlen = m.count("attention.value_length", 1, kMaxCount, c.head_dim);
+  const int64_t vlen = m.count("attention.value_length", 1, kMaxWidth, c.head_dim);
   if (vlen != c.head_dim)
     throw Error(
         fmt::format("{}: {}attention.value_length = {} differs from the key length {} "
@@ -98,6 +105,41 @@ void read_sizes(const Meta& m, ModelConfig& c) {
                     m.f.source(), m.arch, vlen, c.head_dim));
 }
 
+// The checks of ModelConfig::validate that metadata can fail, made first so
+// that the error names the GGUF key (validate names config.json's keys).
+void check_metadata(const Meta& m, const ModelConfig& c) {
+  auto bad = [&](const std::string& key, const std::string& what) {
+    const Value* at = m.f.find(key);
+    m.f.fail(fmt::format("metadata key \"{}\" {}", key, what), at ? at->offset : 0);
+  };
+  const std::string& a = m.arch;
+  if (c.n_heads % c.n_kv_heads != 0)
+    bad(a + "attention.head_count_kv",
+        fmt::format("= {} does not divide {}attention.head_count = {}", c.n_kv_heads, a, c.n_heads));
+  if (c.n_heads * c.head_dim > kMaxWidth)
+    bad(a + "attention.head_count",
+        fmt::format("= {} times the head size {} is more than {}", c.n_heads, c.head_dim,
+                    kMaxWidth));
+  const std::string eps_key = a + (c.norm == NormKind::RmsNorm ? "attention.layer_norm_rms_epsilon"
+                                                                : "attention.layer_norm_epsilon");
+  if (!(c.norm_eps >= 0.0f) || !std::isfinite(c.norm_eps))
+    bad(eps_key, fmt::format("= {:g} must be finite and >= 0", c.norm_eps));
+  if (c.position == PositionKind::Rope) {
+    if (c.rope.rot_dim % 2 != 0 || c.rope.rot_dim > c.head_dim)
+      bad(a + "rope.dimension_count",
+          fmt::format("= {} must be even and at most the head size {}", c.rope.rot_dim,
+                      c.head_dim));
+    if (!(c.rope.theta > 0.0f) || !std::isfinite(c.rope.theta))
+      bad(a + "rope.freq_base", fmt::format("= {:g} must be finite and positive", c.rope.theta));
+    if (c.rope.scaling != RopeScaling::None &&
+        (!(c.rope.factor > 0.0f) || !std::isfinite(c.rope.factor)))
+      bad(a + (m.f.find(a + "rope.scaling.factor") ? "rope.scaling.factor" : "rope.scale_linear"),
+          fmt::format("= {:g} must be finite and positive", c.rope.factor));
+  }
+}
+
+// BOS / EOS / EOT ids, which must be rows of token_embd.weight (c.vocab_size),
+// whether or not the file carries a vocabulary.
 void special_ids(const File& f, ModelConfig& c) {
   auto id = [&](const char* key) -> int32_t {
     const Value* v = f.find(key);
@@ -106,6 +148,11 @@ void special_ids(const File& f, ModelConfig& c) {
     if (x == 0xFFFFFFFFll || x == -1) return -1;
     if (x < 0 || x > INT32_MAX)
       f.fail(fmt::format("metadata key \"{}\" = {} is not a token id", key, x), v->offset);
+    if (x >= c.vocab_size)
+      f.fail(fmt::format("{} = {} is outside the vocabulary of {} tokens (the rows of "
+                         "token_embd.weight)",
+                         key, x, c.vocab_size),
+             v->offset);
     return int32_t(x);
   };
   c.bos_id = id("tokenizer.ggml.bos_token_id");
@@ -302,8 +349,10 @@ ModelConfig model_config(const File& f) {
   ModelConfig c;
   c.family = reader->name;
   c.source = f.source();
-  reader->read(Meta{f, arch + "."}, c);
+  const Meta m{f, arch + "."};
+  reader->read(m, c);
   special_ids(f, c);
+  check_metadata(m, c);
   c.validate();
   return c;
 }
@@ -370,6 +419,7 @@ std::optional<Vocab> read_vocab(const File& f) {
   v.add_space_prefix = f.get_bool("tokenizer.ggml.add_space_prefix", spm);
   v.remove_extra_whitespaces = f.get_bool("tokenizer.ggml.remove_extra_whitespaces", false);
   v.chat_template = std::string(f.get_string("tokenizer.chat_template", ""));
+  if (!v.chat_template.empty()) v.chat_template_origin = f.source() + ": tokenizer.chat_template";
   return v;
 }
 
@@ -384,6 +434,7 @@ void load_checkpoint(const std::string& path, Checkpoint& ck) {
                 "model)");
   ck.config = model_config(f);
   ck.format = "gguf";
+  ck.file_type = f.get_int("general.file_type", -1);
   const model::ArchDescriptor* arch = model::find_arch(ck.config.family);
   if (!arch) throw Error(path + ": no descriptor for family " + ck.config.family);
   ck.weights.keep_alive(mapped);
@@ -422,7 +473,7 @@ void load_checkpoint(const std::string& path, Checkpoint& ck) {
       view = Tensor::view(copy->data(), view.dtype(), t.shape.data(), int(t.shape.size()));
       ck.weights.keep_alive(copy);
     }
-    ck.weights.add(name, view, source);
+    ck.weights.add(name, view, source, t.name);
   }
   if (auto v = read_vocab(f)) ck.vocab = std::make_shared<const Vocab>(std::move(*v));
 }

@@ -13,6 +13,7 @@
 #include <iterator>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <thread>
 
 #include "model/arch.hpp"
@@ -30,9 +31,10 @@ namespace fs = std::filesystem;
 using model::Slot;
 
 // Type names the flag accepts; the ones this build lacks are refused as such.
-constexpr std::string_view kKnownTypes[] = {"f32",  "f16",  "bf16", "q8_0", "q4_0",
-                                            "q4_1", "q5_0", "q5_1", "q2_k", "q3_k",
-                                            "q4_k", "q5_k", "q6_k"};
+constexpr std::string_view kKnownTypes[] = {
+    "f32",    "f16",    "bf16",   "q8_0",   "q4_0",   "q4_1",   "q5_0",   "q5_1",
+    "q2_k",   "q3_k",   "q4_k",   "q5_k",   "q6_k",   "q3_k_s", "q3_k_m", "q3_k_l",
+    "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q2_k_s"};
 
 std::string lower(std::string_view s) {
   std::string out(s);
@@ -64,13 +66,58 @@ bool find_slot(const model::ArchDescriptor& arch, const std::string& name, Slot*
   return false;
 }
 
-// The type a matrix of rows of `cols` elements is written in: `want`, or the
-// nearest type whose blocks divide the row.
+// The type a matrix of rows of `cols` elements is written in: `want`, or,
+// when its blocks do not divide the row, the type llama.cpp's quantizer falls
+// back to (tensor_type_fallback: the K-quants to the 32-element type of about
+// their size, Q4_K -> Q5_0, Q6_K -> Q8_0, Q2_K / Q3_K -> Q4_0), else f16.
 DType fit_type(DType want, int64_t cols) {
   if (cols % traits(want).block_size == 0) return want;
-  if (want != DType::Q8_0 && traits(want).block_size > 1 && cols % traits(DType::Q8_0).block_size == 0)
-    return DType::Q8_0;
+  std::optional<DType> next;
+  switch (want) {
+    case DType::Q4_K: next = DType::Q5_0; break;
+    case DType::Q6_K: next = DType::Q8_0; break;
+    default: break;
+  }
+  if (next && cols % traits(*next).block_size == 0) return *next;
   return DType::F16;
+}
+
+// llama.cpp's use_more_bits: the first and last eighth of the layers and
+// every third one between them.
+bool use_more_bits(int64_t layer, int64_t n_layers) {
+  return layer < n_layers / 8 || layer >= 7 * n_layers / 8 || (layer - n_layers / 8) % 3 == 2;
+}
+
+// The type llama.cpp's Q4_K_M gives a matrix (llama_tensor_get_type for the
+// tensors of llama, bloom and opt models, which have no experts): Q6_K for
+// the LM head (for a tied head, the token embeddings; Q8_0 when its rows are
+// not whole super-blocks), for attn_v (bloom: attn_qkv) and ffn_down of the
+// layers use_more_bits picks; Q4_K for the rest.
+DType q4_k_m_type(Slot slot, int64_t layer, int64_t n_layers, int64_t cols, bool tied) {
+  if (slot == Slot::LmHead || (tied && slot == Slot::TokenEmbedding))
+    return cols % traits(DType::Q4_K).block_size != 0 ? DType::Q8_0 : DType::Q6_K;
+  if ((slot == Slot::VWeight || slot == Slot::QkvWeight || slot == Slot::DownWeight) &&
+      use_more_bits(layer, n_layers))
+    return DType::Q6_K;
+  return DType::Q4_K;
+}
+
+// general.file_type (llama.cpp's llama_ftype) of a file written with
+// `options`, or -1 when llama.cpp has none for it (pure Q4_K).
+int64_t file_type_of(const QuantizeOptions& options) {
+  if (options.mix == QuantizeMix::Q4_K_M) return kFileTypeQ4_K_M;
+  switch (options.type) {
+    case DType::F32: return 0;
+    case DType::F16: return 1;
+    case DType::Q4_0: return 2;
+    case DType::Q4_1: return 3;
+    case DType::Q8_0: return 7;
+    case DType::Q5_0: return 8;
+    case DType::Q5_1: return 9;
+    case DType::Q6_K: return 18;
+    case DType::BF16: return 32;
+    default: return -1;
+  }
 }
 
 // Converts `src` to `dst_type` row by row through f32, on a few threads.
@@ -285,28 +332,71 @@ uint64_t file_size(const std::string& path) {
 
 }  // namespace
 
-DType quantize_type(std::string_view name, std::string_view what) {
-  auto writable = [](const DTypeTraits& t) {
-    if (!t.is_float || !t.from_float || !t.to_float) return false;
-    try {
-      ggml_type_of(t.dtype);
-    } catch (const Error&) {
-      return false;
-    }
-    return true;
-  };
-  const std::string want = lower(name);
-  std::string available;
+namespace {
+
+// A dtype this build can write: conversions both ways and a GGUF type.
+bool writable(const DTypeTraits& t) {
+  if (!t.is_float || !t.from_float || !t.to_float) return false;
+  try {
+    ggml_type_of(t.dtype);
+  } catch (const Error&) {
+    return false;
+  }
+  return true;
+}
+
+// The types llama.cpp's Q4_K_M writes (with the fallbacks of rows that are
+// not whole super-blocks).
+constexpr DType kQ4_K_M_Types[] = {DType::Q4_K, DType::Q6_K, DType::Q5_0, DType::Q8_0};
+
+bool have_q4_k_m() {
+  for (DType d : kQ4_K_M_Types)
+    if (!writable(traits(d))) return false;
+  return true;
+}
+
+// The --type names this build accepts, for messages.
+std::string available_types() {
+  std::string out;
   for (int i = 0; i < kNumDTypes; ++i) {
     const DTypeTraits& t = traits(static_cast<DType>(i));
-    if (!writable(t)) continue;
-    if (t.name == want) return t.dtype;
-    available += fmt::format("{}{}", available.empty() ? "" : ", ", t.name);
+    if (writable(t)) out += fmt::format("{}{}", out.empty() ? "" : ", ", t.name);
   }
+  if (have_q4_k_m()) out += ", q4_k_m";
+  return out;
+}
+
+}  // namespace
+
+DType quantize_type(std::string_view name, std::string_view what) {
+  const std::string want = lower(name);
+  for (int i = 0; i < kNumDTypes; ++i) {
+    const DTypeTraits& t = traits(static_cast<DType>(i));
+    if (writable(t) && t.name == want) return t.dtype;
+  }
+  if (want == "q4_k_m" && have_q4_k_m())
+    throw Error(fmt::format("{}: q4_k_m is a mix of types, not one type", what));
   if (std::find(std::begin(kKnownTypes), std::end(kKnownTypes), want) != std::end(kKnownTypes))
     throw Error(fmt::format("{}: {} is not supported in this build (supported: {})", what, want,
-                            available));
-  throw Error(fmt::format("{}: unknown type \"{}\" (expected one of {})", what, name, available));
+                            available_types()));
+  throw Error(fmt::format("{}: unknown type \"{}\" (expected one of {})", what, name,
+                          available_types()));
+}
+
+QuantizeOptions quantize_type_or_mix(std::string_view name, std::string_view what) {
+  QuantizeOptions o;
+  if (lower(name) == "q4_k_m" && have_q4_k_m()) {
+    o.type = DType::Q4_K;
+    o.mix = QuantizeMix::Q4_K_M;
+    return o;
+  }
+  o.type = quantize_type(name, what);
+  return o;
+}
+
+std::string quantize_type_name(const QuantizeOptions& options) {
+  if (options.mix == QuantizeMix::Q4_K_M) return "q4_k_m";
+  return std::string(dtype_name(options.type));
 }
 
 QuantizeReport quantize_checkpoint(const Checkpoint& ck, const std::string& out_path,
@@ -321,6 +411,8 @@ QuantizeReport quantize_checkpoint(const Checkpoint& ck, const std::string& out_
   if (!want.is_float || !want.from_float)
     throw Error(fmt::format("quantize: {} is not a weight type", want.name));
   ggml_type_of(options.type);  // throws for dtypes GGUF cannot store
+  if (options.mix == QuantizeMix::Q4_K_M && !have_q4_k_m())
+    throw Error("quantize: q4_k_m is not supported in this build");
 
   QuantizeReport report;
 
@@ -363,7 +455,12 @@ QuantizeReport quantize_checkpoint(const Checkpoint& ck, const std::string& out_
   }
 
   // The converted weights.
-  std::map<std::pair<int64_t, DType>, std::vector<std::string>> fallbacks;  // by row length
+  struct Fallback {
+    DType from, to;
+    std::string name;
+  };
+  std::vector<Fallback> fallbacks;  // matrices whose rows are not whole blocks of their type
+  int64_t n_matrices = 0;
   Checkpoint out;
   out.path = ck.path;
   out.format = ck.format;
@@ -385,9 +482,16 @@ QuantizeReport quantize_checkpoint(const Checkpoint& ck, const std::string& out_
       throw Error(fmt::format("{}: tensor \"{}\" is not contiguous", e.source, name));
     const std::string gname = tensor_name(slot, layer);
     const bool matrix = t.ndim() == 2 && slot != Slot::PositionEmbedding;
-    DType target = matrix ? fit_type(options.type, t.dim(-1)) : DType::F32;
-    if (matrix && target != options.type)
-      fallbacks[{t.dim(-1), target}].push_back(gname.empty() ? name : gname);
+    DType target = DType::F32;
+    if (matrix) {
+      ++n_matrices;
+      const DType want_here =
+          options.mix == QuantizeMix::Q4_K_M
+              ? q4_k_m_type(slot, layer, c.n_layers, t.dim(-1), c.lm_head == LmHead::Tied)
+              : options.type;
+      target = fit_type(want_here, t.dim(-1));
+      if (target != want_here) fallbacks.push_back({want_here, target, gname.empty() ? name : gname});
+    }
     QuantizedTensor q;
     q.name = gname.empty() ? name : gname;
     q.from = std::string(dtype_name(t.dtype()));
@@ -411,21 +515,33 @@ QuantizeReport quantize_checkpoint(const Checkpoint& ck, const std::string& out_
     report.weight_bytes_out += q.bytes_out;
     report.tensors.push_back(std::move(q));
   }
-  // One note per row length that does not divide into blocks.
-  for (const auto& [key, names] : fallbacks) {
+  // One note for the matrices whose rows are not whole blocks of their type:
+  // how many, each fallback (with its count when there are several), and the
+  // first few names.
+  if (!fallbacks.empty()) {
+    std::map<std::pair<DType, DType>, int64_t> pairs;
+    int64_t block = 0;
+    for (const Fallback& f : fallbacks) {
+      ++pairs[{f.from, f.to}];
+      block = std::max(block, traits(f.from).block_size);
+    }
+    std::string how;
+    for (const auto& [p, n] : pairs)
+      how += fmt::format("{}{}{} -> {}", how.empty() ? "" : ", ",
+                         pairs.size() > 1 ? fmt::format("{} ", n) : std::string(),
+                         dtype_name(p.first), dtype_name(p.second));
     std::string list;
-    for (size_t i = 0; i < names.size() && i < 4; ++i) list += (i ? ", " : "") + names[i];
-    if (names.size() > 4) list += fmt::format(" and {} more", names.size() - 4);
-    note(fmt::format("rows of {} elements are not a multiple of the {} block of {}; {} {} "
-                     "written as {}: {}",
-                     key.first, want.name, want.block_size, names.size(),
-                     names.size() == 1 ? "matrix" : "matrices", dtype_name(key.second), list));
+    for (size_t i = 0; i < fallbacks.size() && i < 4; ++i)
+      list += (i ? ", " : "") + fallbacks[i].name;
+    if (fallbacks.size() > 4) list += fmt::format(" and {} more", fallbacks.size() - 4);
+    note(fmt::format("{} of {} matrices have rows not a multiple of {}: {} ({})", fallbacks.size(),
+                     n_matrices, block, how, list));
   }
 
   // Written beside the destination and renamed: a failed run leaves no partial file.
   const std::string part = out_path + ".part";
   try {
-    write_checkpoint(out, part, vocab ? &*vocab : nullptr);
+    write_checkpoint(out, part, vocab ? &*vocab : nullptr, file_type_of(options));
   } catch (...) {
     std::error_code ec;
     fs::remove(part, ec);

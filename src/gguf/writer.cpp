@@ -249,7 +249,8 @@ void set_common(Writer& w, const std::string& a, const ModelConfig& c) {
 
 }  // namespace
 
-void write_checkpoint(const Checkpoint& ck, const std::string& path, const Vocab* vocab) {
+void write_checkpoint(const Checkpoint& ck, const std::string& path, const Vocab* vocab,
+                      int64_t file_type) {
   const ModelConfig& c = ck.config;
   const model::ArchDescriptor* arch = model::find_arch(c.family);
   if (!arch) throw Error("GGUF writer: unknown family " + c.family);
@@ -260,6 +261,7 @@ void write_checkpoint(const Checkpoint& ck, const std::string& path, const Vocab
   Writer w;
   const std::string& a = c.family;
   w.set_string("general.architecture", a);
+  if (file_type >= 0) w.set_u32("general.file_type", uint32_t(file_type));
   set_common(w, a, c);
   bool permute_qk = false;
   if (a == "llama") {

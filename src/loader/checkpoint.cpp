@@ -1,5 +1,8 @@
 // Finding and opening a checkpoint: Hugging Face folders, single safetensors
 // files, llama2.c .bin files; PyTorch pickles are refused.
+#include <fmt/format.h>
+
+#include <cctype>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -22,6 +25,14 @@ bool exists_file(const fs::path& p) {
 bool ends_with(const std::string& s, std::string_view suffix) {
   return s.size() >= suffix.size() &&
          s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+bool ends_with_ci(const std::string& s, std::string_view suffix) {
+  if (s.size() < suffix.size()) return false;
+  for (size_t i = 0; i < suffix.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(s[s.size() - suffix.size() + i])) != suffix[i])
+      return false;
+  return true;
 }
 
 // The first bytes of a file (fewer if it is shorter).
@@ -117,10 +128,21 @@ Checkpoint open_checkpoint(const std::string& path) {
     find_tokenizer(dir, ck);
     return ck;
   }
+  const uint64_t size = fs::file_size(p, ec);
+  if (ec) throw Error(path + ": cannot read its size: " + ec.message());
+  if (size == 0) throw Error(path + ": the file is empty (0 bytes): not a model");
   if (looks_like_pickle(p)) throw Error(pickle_refusal_message(path));
-  if (head_bytes(p, 4) == "GGUF") {
+  const std::string head = head_bytes(p, 4);
+  if (head == "GGUF") {
     gguf::load_checkpoint(path, ck);  // sets format "gguf"; the vocabulary travels in the file
     return ck;
+  }
+  if (ends_with_ci(name, ".gguf")) {
+    if (size < 4)
+      throw Error(fmt::format("{}: {} bytes is too short to be a GGUF file (it starts with the "
+                              "4 bytes \"GGUF\")",
+                              path, size));
+    throw Error(path + ": not a GGUF file (it does not start with \"GGUF\")");
   }
   // Anything else is taken for a llama2.c checkpoint; its header checks are strict.
   load_llama2c(path, ck.config, ck.weights);

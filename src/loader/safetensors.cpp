@@ -1,8 +1,11 @@
 // safetensors: an 8-byte little-endian header length N, N bytes of JSON
 // ({"name": {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}}),
 // then the data; offsets are relative to the end of the header.
+#include <fmt/format.h>
+
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <set>
@@ -136,11 +139,28 @@ std::vector<TensorInfo> parse_safetensors_header(const uint8_t* data, size_t siz
     info.nbytes = nbytes;
     out.push_back(std::move(info));
   }
+  // Each byte of data belongs to one tensor at most (as the GGUF reader checks).
+  std::vector<const TensorInfo*> by_offset;
+  for (const TensorInfo& info : out)
+    if (info.nbytes > 0) by_offset.push_back(&info);
+  std::sort(by_offset.begin(), by_offset.end(), [](const TensorInfo* a, const TensorInfo* b) {
+    return a->offset != b->offset ? a->offset < b->offset : a->name < b->name;
+  });
+  for (size_t i = 1; i < by_offset.size(); ++i) {
+    const TensorInfo& a = *by_offset[i - 1];
+    const TensorInfo& b = *by_offset[i];
+    if (b.offset < a.offset + a.nbytes)
+      throw Error(fmt::format(
+          "{}: tensors {} (data_offsets [{}, {})) and {} (data_offsets [{}, {})) overlap", source,
+          quoted(a.name), a.offset - data_start, a.offset + a.nbytes - data_start, quoted(b.name),
+          b.offset - data_start, b.offset + b.nbytes - data_start));
+  }
   return out;
 }
 
-void WeightStore::add(const std::string& name, const Tensor& t, const std::string& source) {
-  auto [it, inserted] = entries_.try_emplace(name, Entry{t, source});
+void WeightStore::add(const std::string& name, const Tensor& t, const std::string& source,
+                      const std::string& file_name) {
+  auto [it, inserted] = entries_.try_emplace(name, Entry{t, source, file_name});
   if (!inserted)
     throw Error(source + ": tensor \"" + name + "\" is defined twice (also in " +
                 it->second.source + ")");

@@ -13,13 +13,17 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <random>
 #include <set>
 
+#include "gguf/names.hpp"
 #include "model/arch.hpp"
 #include "runnel/error.hpp"
+#include "runnel/gguf.hpp"
 #include "runnel/loader.hpp"
 #include "runnel/tokenizer.hpp"
+#include "tokenizer/tokenizer_impl.hpp"
 
 namespace runnel {
 
@@ -205,6 +209,20 @@ ops::KvView ContiguousKvCache::view(int64_t layer) {
 // of 5632 x 2048: 64 rows 66 ms against 185 ms).
 constexpr int64_t kGemmMinRows = 64;
 
+namespace {
+
+// The dtype with the highest count (the first in dtype order among equals),
+// or `fallback` when there is none.
+DType most_common(const std::map<DType, int64_t>& counts, DType fallback) {
+  DType most = fallback;
+  int64_t n = 0;
+  for (const auto& [dt, count] : counts)
+    if (count > n) most = dt, n = count;
+  return most;
+}
+
+}  // namespace
+
 struct Model::Impl {
   std::string path, format;
   ModelConfig cfg;
@@ -213,6 +231,9 @@ struct Model::Impl {
   std::vector<std::unique_ptr<HostBuffer>> owned;  // converted weights
   DType wdtype = DType::F32, fdtype = DType::F32;
   bool mapped = true;
+  int64_t file_type = -1;                 // GGUF general.file_type, or -1
+  std::map<DType, int64_t> matrix_types;  // bound matrix weights per dtype
+  int64_t bound_bytes = 0;                // bytes of every bound weight
   std::array<Tensor, model::kNumSlots> global{};
   std::vector<std::array<Tensor, model::kNumSlots>> layers;
   std::unique_ptr<Tokenizer> tokenizer;
@@ -281,6 +302,9 @@ void Model::Impl::bind(std::optional<DType> dtype, const std::function<void(doub
   if (!traits(wdtype).is_float)
     throw Error("compute dtype must be f32, f16, bf16 or a quantized weight type");
 
+  matrix_types.clear();
+  bound_bytes = 0;
+  std::map<DType, int64_t> stored_types;  // the same, as stored
   std::set<std::string> used;
   auto bind_one = [&](const Need& need, int64_t layer) -> Tensor {
     const std::string what = layer >= 0
@@ -293,33 +317,46 @@ void Model::Impl::bind(std::optional<DType> dtype, const std::function<void(doub
                       "configuration needs",
                       cfg.source, cfg.family, what));
     const WeightStore::Entry* e = lookup(name, &found);
-    if (!e)
+    if (!e) {
+      // A GGUF's tensors are named as llama.cpp names them.
+      const std::string gname = format == "gguf" ? gguf::tensor_name(need.slot, layer) : "";
       throw Error(fmt::format("{}: missing tensor \"{}\" ({}), needed by this {} configuration",
-                              path, name, what, cfg.family));
+                              path, gname.empty() ? name : gname, what, cfg.family));
+    }
     used.insert(found);
     const Tensor& t = e->tensor;
+    // Messages name the tensor as its file does.
+    const std::string& shown = e->file_name.empty() ? found : e->file_name;
+    const std::string& where = e->file_name.empty() ? e->source : path;
     bool shape_ok = t.ndim() == int(need.shape.size());
     for (int i = 0; shape_ok && i < t.ndim(); ++i) shape_ok = t.dim(i) == need.shape[size_t(i)];
     if (!shape_ok)
-      throw Error(fmt::format("{}: tensor \"{}\" has shape {} but {} implies {}", e->source, found,
-                              t.shape_str(), cfg.source, shape_list(need.shape)));
+      throw Error(fmt::format("{}: tensor \"{}\" has shape {} but {} implies {}", where, shown,
+                              t.shape_str(),
+                              format == "gguf" ? "its metadata" : cfg.source,
+                              shape_list(need.shape)));
     if (!traits(t.dtype()).is_float)
       throw Error(fmt::format("{}: tensor \"{}\": dtype {} is not supported (f32, f16, bf16, "
                               "q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q6_k)",
-                              e->source, found, dtype_name(t.dtype())));
+                              where, shown, dtype_name(t.dtype())));
     DType want = need.role == Role::Matrix ? wdtype : DType::F32;
     // Quantized files mix types (some matrices stay f16 or f32): unless a
     // compute dtype is asked for, each matrix keeps the type it is stored in.
     if (need.role == Role::Matrix && !dtype &&
         (traits(t.dtype()).block_size > 1 || traits(wdtype).block_size > 1))
       want = t.dtype();
-    if (t.dtype() == want) return t;
+    if (need.role == Role::Matrix) ++matrix_types[want], ++stored_types[t.dtype()];
+    if (t.dtype() == want) {
+      bound_bytes += int64_t(t.nbytes());
+      return t;
+    }
     if (need.role == Role::Matrix) mapped = false;
     size_t bytes = row_bytes(want, t.numel());
     auto buf = std::make_unique<HostBuffer>(bytes);
     Tensor dst = Tensor::view(buf->data(), want, need.shape.data(), int(need.shape.size()));
     ops::convert(*ctx, t, dst);
     owned.push_back(std::move(buf));
+    bound_bytes += int64_t(bytes);
     return dst;
   };
 
@@ -332,9 +369,13 @@ void Model::Impl::bind(std::optional<DType> dtype, const std::function<void(doub
     if (progress) progress(double(l + 1) / double(cfg.n_layers + 1));
   }
 
-  std::vector<std::string> extra;
+  std::vector<std::string> extra;  // as their files name them
+  const WeightStore::Entry* first_extra = nullptr;
   for (const auto& [name, e] : store.entries())
-    if (!used.count(name) && !ignorable(name)) extra.push_back(name);
+    if (!used.count(name) && !ignorable(name)) {
+      extra.push_back(e.file_name.empty() ? name : e.file_name);
+      if (!first_extra) first_extra = &e;
+    }
   if (!extra.empty()) {
     std::string more;
     if (extra.size() > 1) {
@@ -342,11 +383,18 @@ void Model::Impl::bind(std::optional<DType> dtype, const std::function<void(doub
       for (size_t i = 1; i < extra.size() && i < 6; ++i) more += " \"" + extra[i] + "\"";
       more += extra.size() > 6 ? " ...)" : ")";
     }
-    throw Error(
-        fmt::format("{}: tensor \"{}\" is not used by this {} configuration{}; the "
-                    "checkpoint does not match {}",
-                    store.find(extra[0])->source, extra[0], cfg.family, more, cfg.source));
+    throw Error(fmt::format(
+        "{}: tensor \"{}\" is not used by this {} configuration{}; the "
+        "checkpoint does not match {}",
+        first_extra->file_name.empty() ? first_extra->source : path, extra[0], cfg.family, more,
+        format == "gguf" ? "its metadata" : cfg.source));
   }
+  // Quantized files mix types (llama.cpp's Q4_1 files keep a Q8_0 token
+  // embedding; its Q4_K_M mixes Q4_K, Q6_K and Q5_0): the file's dtype is the
+  // one most matrices are stored in, and so is the compute dtype unless one
+  // was asked for.
+  fdtype = most_common(stored_types, fdtype);
+  if (!dtype) wdtype = most_common(matrix_types, wdtype);
   if (progress) progress(1.0);
 }
 
@@ -666,6 +714,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   impl->format = ck.format;
   impl->cfg = ck.config;
   impl->store = std::move(ck.weights);
+  impl->file_type = ck.file_type;
   impl->arch = model::find_arch(impl->cfg.family);
   if (!impl->arch) throw Error(path + ": no descriptor for family " + impl->cfg.family);
   const int threads = options.threads > 0 ? options.threads : ThreadPool::hardware_threads();
@@ -679,6 +728,17 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
     impl->tokenizer = std::make_unique<Tokenizer>(load_tokenizer(tok_path));
   else if (ck.vocab)  // embedded in the model file (GGUF)
     impl->tokenizer = std::make_unique<Tokenizer>(Tokenizer::from_vocab(*ck.vocab));
+  // A llama2.c tokenizer.bin holds no token count: one with fewer tokens than
+  // the model's embedding rows would fail only when an id past its end is
+  // decoded.
+  if (impl->tokenizer && impl->tokenizer->impl().llama2c &&
+      int64_t(impl->tokenizer->vocab_size()) < impl->cfg.vocab_size)
+    throw Error(fmt::format("{}: the llama2.c tokenizer has {} tokens but the model {} has a "
+                            "vocabulary of {}: not its tokenizer",
+                            impl->tokenizer->impl().name.empty() ? tok_path
+                                                                 : impl->tokenizer->impl().name,
+                            impl->tokenizer->vocab_size(), path,
+                            impl->cfg.vocab_size));
   if (!options.dump_dir.empty()) {
     impl->dump_dir = options.dump_dir;
   } else if (const char* env = std::getenv("RUNNEL_DUMP"); env && *env) {
@@ -809,6 +869,22 @@ const std::string& Model::format() const { return impl_->format; }
 DType Model::weight_dtype() const { return impl_->wdtype; }
 DType Model::file_dtype() const { return impl_->fdtype; }
 bool Model::weights_mapped() const { return impl_->mapped; }
+
+std::string Model::type_name() const {
+  if (impl_->mapped && impl_->file_type >= 0) {
+    const std::string_view name = gguf::file_type_name(impl_->file_type);
+    if (!name.empty()) return std::string(name);
+  }
+  const DType most = most_common(impl_->matrix_types, impl_->wdtype);
+  try {
+    if (const gguf::GgmlTypeInfo* info = gguf::ggml_type_info(uint32_t(gguf::ggml_type_of(most))))
+      return std::string(info->name);
+  } catch (const Error&) {
+  }
+  return std::string(dtype_name(most));
+}
+
+int64_t Model::stored_weight_bytes() const { return impl_->bound_bytes; }
 const Tokenizer* Model::tokenizer() const { return impl_->tokenizer.get(); }
 Context& Model::context() { return *impl_->ctx; }
 

@@ -138,8 +138,13 @@ PreTokenizerPtr parse_pre(const json& j, const std::string& where) {
     return make_byte_level_pre(opt_bool(j, "add_prefix_space", true, where), opt_bool(j, "use_regex", true, where));
   if (t == "Split") {
     const auto [pat, is_regex] = get_pattern(j, where);
-    return make_split_pre(pat, is_regex, parse_behavior(j, where, SplitBehavior::Isolated),
-                          opt_bool(j, "invert", false, where));
+    const SplitBehavior behavior = parse_behavior(j, where, SplitBehavior::Isolated);
+    const bool invert = opt_bool(j, "invert", false, where);
+    try {
+      return make_split_pre(pat, is_regex, behavior, invert);
+    } catch (const Error& e) {  // the regex engine knows neither the file nor the field
+      throw Error(where + ".pattern: " + e.what());
+    }
   }
   if (t == "Metaspace")
     return make_metaspace_pre(metaspace_replacement(j, where), parse_scheme(j, where), opt_bool(j, "split", true, where));
@@ -463,12 +468,16 @@ void apply_model_configs(Tokenizer::Impl& m, const std::string& dir, bool post_f
   if (tc && tc->is_object()) {
     if (tc->contains("chat_template")) {
       const json& ct = (*tc)["chat_template"];
+      const std::string file = (fs::path(dir) / "tokenizer_config.json").string();
       if (ct.is_string()) {
         m.chat_template = ct.get<std::string>();
+        m.chat_template_origin = file + ": chat_template";
       } else if (ct.is_array()) {
         for (const auto& e : ct)
-          if (e.is_object() && e.value("name", "") == "default" && e.contains("template") && e["template"].is_string())
+          if (e.is_object() && e.value("name", "") == "default" && e.contains("template") && e["template"].is_string()) {
             m.chat_template = e["template"].get<std::string>();
+            m.chat_template_origin = file + ": chat_template \"default\"";
+          }
       }
     }
     const bool has_bos_flag = tc->contains("add_bos_token") && (*tc)["add_bos_token"].is_boolean();

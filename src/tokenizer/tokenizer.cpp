@@ -224,6 +224,10 @@ bool Tokenizer::is_eog(int32_t id) const {
 }
 size_t Tokenizer::vocab_size() const { return impl_->id_to_piece.size(); }
 const std::string& Tokenizer::chat_template() const { return impl_->chat_template; }
+const std::string& Tokenizer::chat_template_origin() const {
+  static const std::string kUnknown = "chat_template";
+  return impl_->chat_template_origin.empty() ? kUnknown : impl_->chat_template_origin;
+}
 
 // ---- streaming ----
 

@@ -38,6 +38,7 @@ struct Tokenizer::Impl {
   int32_t bos = -1, eos = -1, pad = -1, unk = -1;
   std::vector<int32_t> eog;  // end-of-generation ids
   std::string chat_template;
+  std::string chat_template_origin;  // file and field, for messages
 
   // Matching of added tokens: a trie over their bytes.
   struct TrieNode {

@@ -90,6 +90,7 @@ Tokenizer Tokenizer::from_vocab(const Vocab& v) {
   m->unk = v.unk_id;
   m->pad = v.pad_id;
   m->chat_template = v.chat_template;
+  m->chat_template_origin = v.chat_template_origin;
   bool has_bytes = false;
   for (size_t i = 0; i < n; ++i) {
     const TokenType t = type_of(i);

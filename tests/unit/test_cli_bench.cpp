@@ -135,7 +135,7 @@ TEST(CliBench, ConfigJsonRowsForEveryCombination) {
   for (const json& row : rows) {
     EXPECT_EQ(row["weights"], "random");
     EXPECT_EQ(row["dtype"], "f16");  // the default for random weights
-    EXPECT_EQ(row["model"], "tiny.json f16");
+    EXPECT_EQ(row["model"], "tiny.json F16");  // the type as llama.cpp names it
   }
 }
 

@@ -180,10 +180,13 @@ TEST(CliQuantize, FallbackIsNoted) {
   const Result r = run_cli("quantize -m " + quote(variant_dir("opt-350m-style").string()) +
                            " -o " + quote(out.string()) + " --type q4_0");
   ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_NE(r.err.find("rows of 80 elements are not a multiple of the q4_0 block of 32; 2 "
-                       "matrices written as f16: blk.0.ffn_down.weight, blk.1.ffn_down.weight\n"),
+  // And the token embeddings and proj_in, rows of 16.
+  EXPECT_NE(r.err.find("note: 4 of 15 matrices have rows not a multiple of 32: q4_0 -> f16 "
+                       "(token_embd.weight, blk.0.ffn_down.weight, blk.1.ffn_down.weight, "
+                       "proj_in.weight)\n"),
             std::string::npos)
       << r.err;
+  EXPECT_EQ(count_lines(r.err), 2u) << r.err;  // with the note that no tokenizer was found
   const gguf::File f = gguf::File::open(out.string());
   const gguf::TensorInfo* down = f.find_tensor("blk.0.ffn_down.weight");
   ASSERT_NE(down, nullptr);
@@ -363,8 +366,9 @@ TEST(CliQuantize, BadFlagsExitWithTwo) {
 }
 
 // q4_k / q6_k: with rows of 256 in the dtype table they quantize (the tiny
-// models' rows of 32 to 96 fall back to q8_0 or f16, with notes); without,
-// the flag names them as missing from this build.
+// models' rows of 32 and 64 fall back as llama.cpp's do, q4_k to q5_0 and
+// q6_k to q8_0, with one note); without, the flag names them as missing from
+// this build.
 TEST(CliQuantize, KQuantsQuantizeOrAreNamedMissing) {
   for (const char* t : {"q4_k", "q6_k"}) {
     bool have = false;
@@ -380,13 +384,156 @@ TEST(CliQuantize, KQuantsQuantizeOrAreNamedMissing) {
       continue;
     }
     ASSERT_EQ(r.code, 0) << r.err;
-    EXPECT_NE(r.err.find("rows of 32 elements are not a multiple of the " + std::string(t) +
-                         " block of 256; 14 matrices written as q8_0: "),
+    const std::string to = std::string(t) == "q4_k" ? "q5_0" : "q8_0";
+    EXPECT_NE(r.err.find("note: 16 of 16 matrices have rows not a multiple of 256: " +
+                         std::string(t) + " -> " + to + " (output.weight, token_embd.weight, "),
               std::string::npos)
         << r.err;
-    const json ref = read_json(variant_dir("llama-mha") / "reference.json");
-    EXPECT_LT(logits_error(out, ref), tolerance("q8_0"));
+    EXPECT_EQ(count_lines(r.err), 2u) << r.err;  // and that no tokenizer was found
+    // Every matrix is as --type q5_0 (q8_0) writes it.
+    const fs::path direct = tmp.path / "direct.gguf";
+    ASSERT_EQ(run_cli("quantize -q -m " + quote(variant_dir("llama-mha").string()) + " -o " +
+                      quote(direct.string()) + " --type " + to)
+                  .code,
+              0);
+    const gguf::File f = gguf::File::open(out.string()), g = gguf::File::open(direct.string());
+    ASSERT_EQ(f.tensors().size(), g.tensors().size());
+    for (const gguf::TensorInfo& ti : f.tensors()) {
+      const gguf::TensorInfo* tj = g.find_tensor(ti.name);
+      ASSERT_NE(tj, nullptr) << ti.name;
+      if (ti.shape.size() == 2)
+        EXPECT_EQ(ti.type->type, to == "q5_0" ? gguf::GgmlType::Q5_0 : gguf::GgmlType::Q8_0)
+            << ti.name;
+      ASSERT_EQ(ti.type->type, tj->type->type) << ti.name;
+      ASSERT_EQ(ti.nbytes, tj->nbytes) << ti.name;
+      EXPECT_EQ(std::memcmp(f.tensor_data(ti), g.tensor_data(*tj), size_t(ti.nbytes)), 0) << ti.name;
+    }
   }
+}
+
+// A llama GGUF in f32 whose rows are whole super-blocks of 256: hidden 256
+// (4 heads of 64, 1 kv head), ffn 512, `layers` layers, vocab 256.
+void write_f32_llama(const std::string& path, int64_t layers, bool tied) {
+  gguf::Writer w;
+  w.set_string("general.architecture", "llama");
+  const int64_t H = 256, F = 512, V = 256, KV = 64;
+  w.set_u32("llama.context_length", 64);
+  w.set_u32("llama.embedding_length", uint32_t(H));
+  w.set_u32("llama.block_count", uint32_t(layers));
+  w.set_u32("llama.feed_forward_length", uint32_t(F));
+  w.set_u32("llama.attention.head_count", 4);
+  w.set_u32("llama.attention.head_count_kv", 1);
+  w.set_f32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
+  uint32_t state = 1;
+  auto add = [&](const std::string& name, std::vector<int64_t> shape) {
+    size_t n = 1;
+    for (int64_t d : shape) n *= size_t(d);
+    std::vector<float> x(n);
+    for (float& v : x) {
+      state = state * 1664525u + 1013904223u;
+      v = shape.size() == 1 ? 1.0f : (float(state >> 8) / float(1 << 24) - 0.5f) * 0.1f;
+    }
+    w.add_tensor(name, gguf::GgmlType::F32, shape, x.data(), n * 4);
+  };
+  add("token_embd.weight", {V, H});
+  for (int64_t l = 0; l < layers; ++l) {
+    const std::string b = "blk." + std::to_string(l) + ".";
+    add(b + "attn_norm.weight", {H});
+    add(b + "attn_q.weight", {H, H});
+    add(b + "attn_k.weight", {KV, H});
+    add(b + "attn_v.weight", {KV, H});
+    add(b + "attn_output.weight", {H, H});
+    add(b + "ffn_norm.weight", {H});
+    add(b + "ffn_gate.weight", {F, H});
+    add(b + "ffn_up.weight", {F, H});
+    add(b + "ffn_down.weight", {H, F});
+  }
+  add("output_norm.weight", {H});
+  if (!tied) add("output.weight", {V, H});
+  w.write(path);
+}
+
+// q4_k_m is llama.cpp's mix: Q4_K, with Q6_K for the LM head (a tied head:
+// the token embeddings) and for attn_v and ffn_down of the layers its
+// use_more_bits picks (of 8 layers: 0, 3, 6 and 7).
+TEST(CliQuantize, Q4KMMixesQ4KAndQ6K) {
+  bool have = true;
+  for (const char* t : {"q4_k", "q6_k"}) {
+    bool found = false;
+    for (int i = 0; i < kNumDTypes; ++i) found = found || dtype_name(DType(i)) == t;
+    have = have && found;
+  }
+  if (!have) GTEST_SKIP() << "no q4_k / q6_k in this build";
+  for (const bool tied : {false, true}) {
+    SCOPED_TRACE(tied ? "tied" : "untied");
+    TempDir tmp;
+    const fs::path src = tmp.path / "f32.gguf", out = tmp.path / "q4_k_m.gguf";
+    write_f32_llama(src.string(), 8, tied);
+    const Result r = run_cli("quantize -m " + quote(src.string()) + " -o " + quote(out.string()) +
+                             " --type q4_k_m");
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_NE(r.out.find("-> " + out.string() + " (q4_k_m)"), std::string::npos) << r.out;
+    EXPECT_EQ(r.err.find("multiple of"), std::string::npos) << r.err;  // nothing fell back
+    const gguf::File f = gguf::File::open(out.string());
+    EXPECT_EQ(f.get_int("general.file_type"), gguf::kFileTypeQ4_K_M);
+    const std::set<int> more_bits = {0, 3, 6, 7};
+    int n_q4 = 0, n_q6 = 0;
+    for (const gguf::TensorInfo& t : f.tensors()) {
+      if (t.shape.size() == 1) {
+        EXPECT_EQ(t.type->type, gguf::GgmlType::F32) << t.name;
+        continue;
+      }
+      gguf::GgmlType want = gguf::GgmlType::Q4_K;
+      int layer = -1;
+      char part[64] = {};
+      if (std::sscanf(t.name.c_str(), "blk.%d.%63s", &layer, part) == 2) {
+        const std::string p = part;
+        if ((p == "attn_v.weight" || p == "ffn_down.weight") && more_bits.count(layer))
+          want = gguf::GgmlType::Q6_K;
+      } else if (t.name == "output.weight" || (tied && t.name == "token_embd.weight")) {
+        want = gguf::GgmlType::Q6_K;
+      }
+      EXPECT_EQ(t.type->type, want) << t.name;
+      n_q4 += t.type->type == gguf::GgmlType::Q4_K;
+      n_q6 += t.type->type == gguf::GgmlType::Q6_K;
+    }
+    EXPECT_EQ(n_q6, 4 + 4 + 1);  // attn_v and ffn_down of 4 layers, the head
+    EXPECT_EQ(n_q4, 8 * 7 + 1 - n_q6 + (tied ? 0 : 1));
+    // It loads, is named as llama.cpp names it, and runs.
+    LoadOptions o;
+    o.threads = 2;
+    const auto m = Model::load(out.string(), o);
+    EXPECT_EQ(m->type_name(), "Q4_K - Medium");
+    Sequence seq(*m);
+    const std::vector<float> logits = seq.prefill(std::vector<int32_t>{1, 2, 3});
+    for (float x : logits) ASSERT_TRUE(std::isfinite(x));
+  }
+}
+
+// Rows that are not whole super-blocks fall back as llama.cpp's do: q4_k_m's
+// Q4_K to Q5_0, its Q6_K to Q8_0 (rows of 32 and 64 in llama-mha).
+TEST(CliQuantize, Q4KMFallsBackAsLlamaCpp) {
+  TempDir tmp;
+  const fs::path out = tmp.path / "m.gguf";
+  const Result r = run_cli("quantize -m " + quote(variant_dir("llama-mha").string()) + " -o " +
+                           quote(out.string()) + " --type q4_k_m");
+  if (r.code == 2 && r.err.find("not supported in this build") != std::string::npos)
+    GTEST_SKIP() << r.err;
+  ASSERT_EQ(r.code, 0) << r.err;
+  // llama-mha: 2 layers (use_more_bits picks layer 1), untied head (Q8_0
+  // for rows that are not whole super-blocks: chosen, not a fallback).
+  EXPECT_NE(r.err.find("note: 15 of 16 matrices have rows not a multiple of 256: 13 q4_k -> q5_0, "
+                       "2 q6_k -> q8_0 ("),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(count_lines(r.err), 2u) << r.err;  // and that no tokenizer was found
+  const gguf::File f = gguf::File::open(out.string());
+  EXPECT_EQ(f.find_tensor("blk.0.attn_v.weight")->type->type, gguf::GgmlType::Q5_0);
+  EXPECT_EQ(f.find_tensor("blk.1.attn_v.weight")->type->type, gguf::GgmlType::Q8_0);
+  EXPECT_EQ(f.find_tensor("blk.1.ffn_down.weight")->type->type, gguf::GgmlType::Q8_0);
+  EXPECT_EQ(f.find_tensor("blk.0.attn_q.weight")->type->type, gguf::GgmlType::Q5_0);
+  EXPECT_EQ(f.find_tensor("output.weight")->type->type, gguf::GgmlType::Q8_0);
+  EXPECT_EQ(f.find_tensor("token_embd.weight")->type->type, gguf::GgmlType::Q5_0);
 }
 
 TEST(CliQuantize, BadInputIsNamed) {

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
 
 #include "runnel/error.hpp"
@@ -380,6 +381,98 @@ TEST(GgufModel, MetadataErrorsNameTheKey) {
   gguf::write_vocab(vocab_only, test::tiny_vocab());
   vocab_only.write(path);
   EXPECT_ERROR_HAS(Model::load(path), "m.gguf", "no tensors", "vocab-only");
+}
+
+// BOS, EOS and EOT ids must be rows of token_embd.weight (16 in tiny_llama),
+// with or without an embedded vocabulary (an out-of-range EOS or EOT used to
+// load and never match a token).
+TEST(GgufModel, SpecialTokenIdsOutsideTheVocabularyAreRefused) {
+  test::GgufTempDir d;
+  const std::string path = d.file("m.gguf");
+  for (const bool vocab : {true, false}) {
+    SCOPED_TRACE(vocab ? "with a vocabulary" : "without a vocabulary");
+    for (const char* key : {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
+                            "tokenizer.ggml.eot_token_id"}) {
+      for (const uint32_t id : {16u, 99u}) {
+        gguf::Writer w = test::tiny_llama();
+        if (!vocab) w.set_string("tokenizer.ggml.model", "none");
+        w.set_u32(key, id);
+        w.write(path);
+        const std::string needle =
+            std::string(key) + " = " + std::to_string(id) + " is outside the vocabulary of 16 tokens";
+        EXPECT_ERROR_HAS(Model::load(path), "m.gguf", needle.c_str());
+      }
+    }
+    // In range, and "none" (0xFFFFFFFF as llama.cpp writes it): loaded.
+    gguf::Writer w = test::tiny_llama();
+    if (!vocab) w.set_string("tokenizer.ggml.model", "none");
+    w.set_u32("tokenizer.ggml.eos_token_id", 15);
+    w.set_u32("tokenizer.ggml.eot_token_id", 0xFFFFFFFFu);
+    w.write(path);
+    EXPECT_EQ(Model::load(path)->config().eos_ids, std::vector<int32_t>{15});
+  }
+}
+
+// Errors found while binding a GGUF's tensors and checking its metadata name
+// them as the file does (blk.0.ffn_gate.weight, llama.rope.freq_base), not as
+// the Hugging Face names runnel keeps them under (model.layers.0.mlp..., rope_theta).
+TEST(GgufModel, ErrorsNameGgufTensorsAndKeys) {
+  test::GgufTempDir d;
+  const std::string path = d.file("m.gguf");
+  auto error_of = [&](auto&& edit) -> std::string {
+    gguf::Writer w = test::tiny_llama();
+    edit(w);
+    w.write(path);
+    try {
+      Model::load(path);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "(no error)";
+  };
+  struct Case {
+    std::function<void(gguf::Writer&)> edit;
+    std::vector<std::string> has;
+  };
+  const float zeros[16] = {};
+  const Case cases[] = {
+      {[](gguf::Writer& w) { w.set_f32("llama.rope.freq_base", -1.0f); },
+       {"m.gguf", "\"llama.rope.freq_base\" = -1 must be finite and positive"}},
+      {[](gguf::Writer& w) { w.set_f32("llama.attention.layer_norm_rms_epsilon", -1e-5f); },
+       {"\"llama.attention.layer_norm_rms_epsilon\" = -1e-05 must be finite and >= 0"}},
+      {[](gguf::Writer& w) { w.set_u32("llama.rope.dimension_count", 3); },
+       {"\"llama.rope.dimension_count\" = 3 must be even"}},
+      {[](gguf::Writer& w) { w.set_u32("llama.attention.head_count_kv", 3); },
+       {"\"llama.attention.head_count_kv\" = 3 does not divide llama.attention.head_count = 2"}},
+      {[](gguf::Writer& w) { w.set_string("llama.rope.scaling.type", "linear"),
+                             w.set_f32("llama.rope.scaling.factor", 0.0f); },
+       {"\"llama.rope.scaling.factor\" = 0 must be finite and positive"}},
+      // ffn 12 where the tensors have 16 rows.
+      {[](gguf::Writer& w) { w.set_u32("llama.feed_forward_length", 12); },
+       {"m.gguf: tensor \"blk.0.ffn_", ".weight\" has shape", "but its metadata implies"}},
+      // Three blocks where the file has two.
+      {[](gguf::Writer& w) { w.set_u32("llama.block_count", 3); },
+       {"m.gguf: missing tensor \"blk.2.", "of layer 2"}},
+      // A q bias makes k and v biases needed too.
+      {[&](gguf::Writer& w) {
+         w.add_tensor("blk.0.attn_q.bias", GgmlType::F32, {8}, zeros, 8 * sizeof(float));
+       },
+       {"m.gguf: missing tensor \"blk.", ".attn_k.bias\""}},
+      // An output bias in block 1 only (block 0 says there are none): not used.
+      {[&](gguf::Writer& w) {
+         w.add_tensor("blk.1.attn_output.bias", GgmlType::F32, {8}, zeros, 8 * sizeof(float));
+       },
+       {"m.gguf: tensor \"blk.1.attn_output.bias\" is not used by this llama configuration",
+        "does not match its metadata"}},
+  };
+  for (const Case& c : cases) {
+    const std::string msg = error_of(c.edit);
+    SCOPED_TRACE(msg);
+    for (const std::string& h : c.has) EXPECT_NE(msg.find(h), std::string::npos) << h;
+    for (const char* hf : {"model.layers", "self_attn", "mlp.", "rope_theta", "norm epsilon",
+                           "rotary dims", "inconsistent head counts", "rope_scaling", "(GGUF tensor"})
+      EXPECT_EQ(msg.find(hf), std::string::npos) << hf;
+  }
 }
 
 // ---------------------------------------------------------------------------

@@ -16,6 +16,7 @@
 #include "runnel/error.hpp"
 #include "runnel/loader.hpp"
 #include "runnel/model.hpp"
+#include "runnel/tokenizer.hpp"
 #include "test_util.hpp"
 
 namespace runnel {
@@ -378,6 +379,33 @@ TEST(LoaderSafetensors, BadFilesAreRejected) {
   EXPECT_ERROR_HAS(parse(junk), "bad.safetensors", "invalid JSON");
 }
 
+// Two tensors may not share bytes (a file whose "b" aliases part of "a" used
+// to load); adjacent and empty tensors are fine.
+TEST(LoaderSafetensors, OverlappingTensorsAreRejected) {
+  auto header = [](const json& hj, size_t data_bytes) {
+    const std::string hs = hj.dump();
+    std::string out(8, '\0');
+    const uint64_t n = hs.size();
+    std::memcpy(out.data(), &n, 8);
+    return out + hs + std::string(data_bytes, '\0');
+  };
+  auto parse = [](const std::string& b) {
+    return parse_safetensors_header(reinterpret_cast<const uint8_t*>(b.data()), b.size(),
+                                    "over.safetensors");
+  };
+  auto t = [](int64_t n, uint64_t begin) {
+    return json{{"dtype", "F32"}, {"shape", {n}}, {"data_offsets", {begin, begin + 4 * n}}};
+  };
+  EXPECT_ERROR_HAS(parse(header({{"a", t(4, 0)}, {"b", t(4, 8)}}, 24)), "over.safetensors",
+                   "\"a\" (data_offsets [0, 16))", "\"b\" (data_offsets [8, 24))", "overlap");
+  EXPECT_ERROR_HAS(parse(header({{"a", t(4, 0)}, {"b", t(4, 0)}}, 16)), "over.safetensors",
+                   "\"a\"", "\"b\"", "overlap");
+  EXPECT_ERROR_HAS(parse(header({{"a", t(6, 0)}, {"b", t(1, 12)}, {"c", t(2, 24)}}, 32)),
+                   "\"a\" (data_offsets [0, 24))", "\"b\" (data_offsets [12, 16))", "overlap");
+  // Adjacent, and an empty tensor at an occupied offset: accepted.
+  EXPECT_EQ(parse(header({{"a", t(4, 0)}, {"b", t(2, 16)}, {"e", t(0, 8)}}, 24)).size(), 3u);
+}
+
 // ---------------------------------------------------------------------------
 // binding tensors to the descriptor
 
@@ -553,6 +581,39 @@ TEST(LoaderCheckpoint, PickleIsRefusedWithAConversionRecipe) {
   EXPECT_ERROR_HAS(open_model((d / "weights.pt").string()), "weights.pt", "pickle");
 }
 
+// An empty or too short file is named as such, not as a bad llama2.c header;
+// a .gguf file without the magic is named as not GGUF.
+TEST(LoaderCheckpoint, EmptyAndTinyFilesAreNamed) {
+  TempDir d;
+  struct Case {
+    const char* name;
+    std::string bytes;
+    std::vector<const char*> needles;
+  };
+  const Case cases[] = {
+      {"empty.gguf", "", {"empty.gguf", "empty (0 bytes)"}},
+      {"EMPTY.GGUF", "", {"EMPTY.GGUF", "empty (0 bytes)"}},
+      {"empty.bin", "", {"empty.bin", "empty (0 bytes)"}},
+      {"empty", "", {"empty", "empty (0 bytes)"}},
+      {"short.gguf", "GGU", {"short.gguf", "3 bytes is too short to be a GGUF file"}},
+      {"ggml.gguf", "GGML\x03\x00\x00\x00", {"ggml.gguf", "not a GGUF file"}},
+      {"magic.gguf", "GGUF", {"magic.gguf", "GGUF"}},
+      {"junk.bin", "0123456789", {"junk.bin", "llama2.c header", "10 bytes"}},
+      {"empty.safetensors", "", {"empty.safetensors", "0 bytes is too short for a safetensors"}},
+  };
+  spit(d / "config.json", kLlamaConfig);  // so that .safetensors gets as far as its header
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    spit(d / c.name, c.bytes);
+    const std::string msg = error_of([&] { open_checkpoint((d / c.name).string()); });
+    for (const char* n : c.needles) EXPECT_NE(msg.find(n), std::string::npos) << msg;
+    EXPECT_EQ(msg.find("llama2.c"), std::string(c.name) == "junk.bin" ? msg.find("llama2.c")
+                                                                     : std::string::npos)
+        << msg;
+    fs::remove(d / c.name);
+  }
+}
+
 TEST(LoaderCheckpoint, MissingPieces) {
   TempDir d;
   EXPECT_ERROR_HAS(open_model((d / "nope").string()), "nope", "no such file");
@@ -692,6 +753,44 @@ TEST(LoaderLlama2c, TruncatedRealCheckpoint) {
   spit(d / "cut.bin", slurp(p).substr(0, 100000));
   EXPECT_ERROR_HAS(open_model((d / "cut.bin").string()), "cut.bin", "1056540", "100000",
                    "truncated");
+}
+
+// A llama2.c tokenizer.bin of `n` tokens: <unk> <s> </s>, then "t3", "t4", ...
+std::string llama2c_tokenizer(int n) {
+  std::string out;
+  auto i32 = [&](int32_t v) { out.append(reinterpret_cast<const char*>(&v), 4); };
+  i32(8);  // max_token_length
+  for (int i = 0; i < n; ++i) {
+    const std::string piece = i == 0 ? "<unk>" : i == 1 ? "<s>" : i == 2 ? "</s>" : "t" + std::to_string(i);
+    const float score = -float(i);
+    out.append(reinterpret_cast<const char*>(&score), 4);
+    i32(int32_t(piece.size()));
+    out += piece;
+  }
+  return out;
+}
+
+// A tokenizer.bin with fewer tokens than the model's 32 embedding rows is
+// refused at load (it used to fail only when a later id was decoded), given
+// with --tokenizer or found beside the model.
+TEST(LoaderLlama2c, SmallerTokenizerIsRefusedAtLoad) {
+  const TinyLlama2c t;
+  TempDir d;
+  spit(d / "m.bin", legacy_file(t, random_weights(t), true));
+  spit(d / "small.bin", llama2c_tokenizer(10));
+  spit(d / "exact.bin", llama2c_tokenizer(32));
+  LoadOptions o;
+  o.threads = 1;
+  o.tokenizer_path = (d / "small.bin").string();
+  EXPECT_ERROR_HAS(Model::load((d / "m.bin").string(), o), "small.bin", "10 tokens", "m.bin",
+                   "vocabulary of 32");
+  o.tokenizer_path = (d / "exact.bin").string();
+  const auto m = Model::load((d / "m.bin").string(), o);
+  ASSERT_NE(m->tokenizer(), nullptr);
+  EXPECT_EQ(m->tokenizer()->vocab_size(), 32u);
+  spit(d / "tokenizer.bin", llama2c_tokenizer(31));
+  EXPECT_ERROR_HAS(open_model((d / "m.bin").string()), "tokenizer.bin", "31 tokens",
+                   "vocabulary of 32");
 }
 
 TEST(LoaderModel, TokenIdsAndPositionsAreChecked) {

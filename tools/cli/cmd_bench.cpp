@@ -537,7 +537,7 @@ int run_bench(const BenchArgs& a) {
     std::unique_ptr<Model> model = src.build(nt);
     const ModelConfig& cfg = model->config();
     const DType wdt = model->weight_dtype();
-    const std::string label = src.name + " " + std::string(dtype_name(wdt));
+    const std::string label = src.name + " " + model->type_name();
     check_lengths(cfg);
     if (a.gemm_min_rows >= 0) {
       model->context().gemm_min_rows = a.gemm_min_rows;
@@ -558,7 +558,7 @@ int run_bench(const BenchArgs& a) {
       row.dtype = std::string(dtype_name(wdt));
       row.kv_dtype = std::string(dtype_name(kv));
       row.backend = backend;
-      row.size_bytes = Model::weight_bytes(cfg, wdt);
+      row.size_bytes = model->stored_weight_bytes();
       row.params = parameter_count(cfg);
       row.gemm_min_rows = model->context().gemm_min_rows;
       row.ubatch = t.ubatch > 0 ? t.ubatch : std::max<int64_t>({512, t.n_prompt, t.batch});

@@ -321,7 +321,7 @@ int run_chat(const ChatArgs& a) {
   if (!tok) throw Error(a.m.model + ": no tokenizer found beside the model; pass --tokenizer PATH");
   if (tmpl_source.empty()) {
     tmpl_source = tok->chat_template();
-    tmpl_name = "chat_template";
+    tmpl_name = tok->chat_template_origin();
     if (tmpl_source.empty())
       throw Error(a.m.model +
                   ": the model has no chat template (tokenizer_config.json \"chat_template\" or "

@@ -217,7 +217,7 @@ int run_generate(const GenerateArgs& a) {
                  "load: %.1f ms (%s, %s weights%s) | prompt: %zu tokens, %.1f tokens/s | "
                  "generated: %lld tokens, %.1f tokens/s\n",
                  load_ms, model->format().c_str(),
-                 std::string(dtype_name(model->weight_dtype())).c_str(),
+                 model->type_name().c_str(),
                  model->weights_mapped() ? ", mapped" : ", converted", prompt.size(), prompt_tps,
                  static_cast<long long>(n_gen), gen_tps);
   }

@@ -120,8 +120,7 @@ int run_inspect(const InspectArgs& a) {
     dtype_count[dn] += 1;
     dtype_params[dn] += e.tensor.numel();
   }
-  const int64_t weight_mem =
-      model->weights_mapped() ? file_bytes : Model::weight_bytes(cfg, model->weight_dtype());
+  const int64_t weight_mem = model->stored_weight_bytes();
 
   const int64_t model_ctx = cfg.max_positions;
   const int64_t ctx = a.ctx > 0 ? a.ctx : (model_ctx > 0 ? model_ctx : 2048);
@@ -170,6 +169,7 @@ int run_inspect(const InspectArgs& a) {
     j["tensor_dtypes"] = dtype_count;
     j["file_dtype"] = std::string(dtype_name(model->file_dtype()));
     j["weight_dtype"] = std::string(dtype_name(model->weight_dtype()));
+    j["type"] = model->type_name();
     j["weights_mapped"] = model->weights_mapped();
     j["weights_file_bytes"] = file_bytes;
     nlohmann::json t;
@@ -224,9 +224,8 @@ int run_inspect(const InspectArgs& a) {
   for (const auto& [dn, c] : dtype_count)
     dts += fmt::format("{}{}: {} tensors", dts.empty() ? "" : ", ", dn, c);
   std::printf("tensors:        %zu (%s)\n", ck.weights.size(), dts.c_str());
-  std::printf("weights:        %s in the file; compute dtype %s, %s\n",
-              human_bytes(double(file_bytes)).c_str(),
-              std::string(dtype_name(model->weight_dtype())).c_str(),
+  std::printf("weights:        %s in the file; %s, %s\n",
+              human_bytes(double(file_bytes)).c_str(), model->type_name().c_str(),
               model->weights_mapped() ? "mapped from the file" : "converted at load");
   if (tok) {
     std::printf("tokenizer:      %s, %zu tokens (%s)\n", tok_kind.c_str(), tok->vocab_size(),

@@ -27,8 +27,7 @@ struct QuantizeArgs {
 std::string mib(uint64_t bytes) { return fmt::format("{:.2f} MiB", double(bytes) / (1 << 20)); }
 
 int run_quantize(const QuantizeArgs& a) {
-  gguf::QuantizeOptions opts;
-  opts.type = gguf::quantize_type(a.type, "--type");  // before the slow part
+  gguf::QuantizeOptions opts = gguf::quantize_type_or_mix(a.type, "--type");  // before the slow part
   opts.tokenizer_path = a.tokenizer;
   opts.note = [](const std::string& s) { std::fprintf(stderr, "runnel quantize: note: %s\n", s.c_str()); };
   namespace fs = std::filesystem;
@@ -48,7 +47,7 @@ int run_quantize(const QuantizeArgs& a) {
   for (const auto& [name, n] : counts) per_type += fmt::format("{}{} {}", per_type.empty() ? "" : ", ", n, name);
   if (!a.quiet) {
     std::printf("%s (%s, %s) -> %s (%s)\n", a.model.c_str(), ck.format.c_str(),
-                ck.config.family.c_str(), a.output.c_str(), std::string(dtype_name(opts.type)).c_str());
+                ck.config.family.c_str(), a.output.c_str(), gguf::quantize_type_name(opts).c_str());
     std::printf("  tensors: %zu (%s)\n", r.tensors.size(), per_type.c_str());
     std::printf("  weights: %s -> %s (%.2fx)\n", mib(r.weight_bytes_in).c_str(),
                 mib(r.weight_bytes_out).c_str(),
@@ -67,8 +66,8 @@ const Command quantize_cmd("quantize", [](CLI::App& app) {
       ->required();
   app.add_option("-o,--output", a->output, "Output GGUF file")->required();
   app.add_option("--type", a->type,
-                 "Type of the matrix weights: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q6_k "
-                 "(norms and biases stay f32)")
+                 "Type of the matrix weights: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q6_k, "
+                 "or llama.cpp's mix q4_k_m (norms and biases stay f32)")
       ->required();
   app.add_option("--tokenizer", a->tokenizer,
                  "Tokenizer to embed (file or folder; default: the model's own or one beside it)");
