@@ -143,7 +143,7 @@ TEST(FileType, CommandsNameTheFileType) {
   EXPECT_EQ(j["weight_dtype"], "q4_1");
   EXPECT_EQ(j["memory"]["weights_bytes"].get<int64_t>(), bytes);
 
-  const Result b = run_cli("bench -m " + quote(path) + " -p 4 -n 0 -r 1 -t 1 --json");
+  const Result b = run_cli("bench -m " + quote(path) + " -p 4 -n 0 -r 1 -t 1 -o jsonl");
   ASSERT_EQ(b.code, 0) << b.err;
   const auto row = nlohmann::json::parse(b.out.substr(0, b.out.find('\n')));
   EXPECT_EQ(row["model"], "q4_1.gguf Q4_1");

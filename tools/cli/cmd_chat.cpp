@@ -239,7 +239,7 @@ class Chat {
     }
     g_generating.store(false);
     if (interrupted && log_enabled(LogLevel::Info))
-      std::fputs("\nchat: reply stopped (Ctrl-C); Ctrl-C again at the prompt, or Ctrl-D, exits",
+      std::fputs("\nchat: reply stopped (Ctrl-C); Ctrl-C again at the prompt, or Ctrl-D, exits\n",
                  stderr);
     if (!by_string) {
       std::string tail = stop.flush() + dec.flush();
