@@ -30,6 +30,10 @@ struct ChatTemplateLimits {
   size_t max_output_bytes = 64u << 20;  // the rendered text and any string built on the way
   uint64_t max_steps = 50'000'000;      // evaluated nodes + loop iterations + copied items
   int max_depth = 400;                  // nested statements/expressions/macro calls at run time
+  // Every string value made during the render, summed.  Strings that are kept
+  // (appended to a list, set on a namespace) each stay under max_output_bytes,
+  // so without this bound a loop could keep gigabytes of them alive.
+  uint64_t max_built_bytes = 256u << 20;
 };
 
 class ChatTemplate {

@@ -19,7 +19,7 @@ struct ChatTemplate::Impl {
   jinja::Program program;
 
   std::string render(std::vector<std::pair<std::string, Value>> vars) const {
-    jinja::RenderLimits rl{limits.max_output_bytes, limits.max_steps, limits.max_depth};
+    jinja::RenderLimits rl{limits.max_output_bytes, limits.max_steps, limits.max_depth, limits.max_built_bytes};
     jinja::Interp interp(program, rl);
     return interp.render(std::move(vars));
   }

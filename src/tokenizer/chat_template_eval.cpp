@@ -39,7 +39,8 @@ struct Interp::DepthGuard {
   ~DepthGuard() { --in.depth_; }
 };
 
-Interp::Interp(const Program& prog, const RenderLimits& limits) : prog_(prog), limits_(limits) {}
+Interp::Interp(const Program& prog, const RenderLimits& limits)
+    : prog_(prog), limits_(limits), made_at_start_(string_bytes_made()) {}
 
 Interp::~Interp() {
   // Namespaces may reference each other (even themselves); empty them one by
@@ -58,6 +59,9 @@ void Interp::charge(uint64_t steps, int line) {
   steps_ += steps;
   if (steps_ > limits_.max_steps)
     fail(line, "rendering exceeded " + std::to_string(limits_.max_steps) + " evaluation steps (runaway loop?)");
+  if (string_bytes_made() - made_at_start_ > limits_.max_built_bytes)
+    fail(line, "strings built while rendering exceed " + std::to_string(limits_.max_built_bytes) +
+                   " bytes in all (limits.max_built_bytes)");
 }
 
 void Interp::check_size(size_t bytes, int line) const {

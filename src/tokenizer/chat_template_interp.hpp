@@ -20,6 +20,7 @@ struct RenderLimits {
   size_t max_output_bytes;  // rendered text and any string built on the way
   uint64_t max_steps;       // evaluated nodes + loop iterations + copied elements
   int max_depth;            // nested evaluation (statements, expressions, macro calls)
+  uint64_t max_built_bytes; // every string value made, summed
 };
 
 // One scope: a for-loop iteration, a macro call, the template's top level.
@@ -79,6 +80,7 @@ class Interp {
   const Program& prog_;
   RenderLimits limits_;
   uint64_t steps_ = 0;
+  uint64_t made_at_start_ = 0;  // string_bytes_made() when the render began
   int depth_ = 0;
   std::vector<std::shared_ptr<NamespaceObj>> namespaces_;
 };

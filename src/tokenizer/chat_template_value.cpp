@@ -18,7 +18,14 @@ Value Value::undefined(std::string hint) {
   return v;
 }
 
+namespace {
+thread_local uint64_t t_string_bytes_made = 0;
+}  // namespace
+
+uint64_t string_bytes_made() { return t_string_bytes_made; }
+
 Value Value::string(std::string s) {
+  t_string_bytes_made += s.size();
   Value v;
   v.type_ = Type::String;
   v.p_ = std::make_shared<std::string>(std::move(s));

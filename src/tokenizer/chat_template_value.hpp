@@ -31,6 +31,10 @@ enum class ListKind : uint8_t {
 // destroying values recurse, so this bounds their stack use.
 inline constexpr uint32_t kMaxValueDepth = 256;
 
+// Bytes of every string value made on this thread so far (Value::string);
+// a render's difference bounds the memory its strings can hold.
+uint64_t string_bytes_made();
+
 struct ListObj {
   std::vector<Value> items;
   ListKind kind = ListKind::List;
@@ -74,6 +78,7 @@ class Value {
   static Value boolean(bool b) { Value v; v.type_ = Type::Bool; v.i_ = b ? 1 : 0; return v; }
   static Value integer(int64_t i) { Value v; v.type_ = Type::Int; v.i_ = i; return v; }
   static Value real(double d) { Value v; v.type_ = Type::Float; v.f_ = d; return v; }
+  // Adds s.size() to string_bytes_made().
   static Value string(std::string s);
   // list() and dict() throw std::length_error when nesting exceeds kMaxValueDepth.
   static Value list(std::vector<Value> items, ListKind kind = ListKind::List);

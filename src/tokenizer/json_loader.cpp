@@ -119,7 +119,11 @@ PrependScheme parse_scheme(const json& j, const std::string& where) {
 
 std::string metaspace_replacement(const json& j, const std::string& where) {
   const std::string r = opt_string(j, "replacement", opt_string(j, "str_rep", "\xE2\x96\x81"));
-  check(!r.empty(), where + ".replacement: must not be empty");
+  // One character, as in HF tokenizers (a longer one would multiply the text's size).
+  size_t i = 0;
+  if (!r.empty() && is_valid_utf8(r)) next_codepoint(r, i);
+  check(!r.empty() && i == r.size(), where + ".replacement: must be one character, got \"" +
+                                         (r.size() <= 16 ? r : r.substr(0, 16) + "...") + "\"");
   return r;
 }
 

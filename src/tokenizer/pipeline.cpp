@@ -3,6 +3,7 @@
 #include <utf8proc.h>
 
 #include <functional>
+#include <limits>
 
 #include "runnel/error.hpp"
 
@@ -118,7 +119,16 @@ void for_each_split(std::vector<Split>& splits, F&& f) {
   splits = std::move(out);
 }
 
-void replace_all(std::string& s, std::string_view from, std::string_view to) {
+[[noreturn]] void too_long(size_t max_bytes) {
+  throw TextTooLong("the text grew past " + std::to_string(max_bytes) + " bytes");
+}
+
+void check_length(size_t n, size_t max_bytes) {
+  if (n > max_bytes) too_long(max_bytes);
+}
+
+void replace_all(std::string& s, std::string_view from, std::string_view to,
+                 size_t max_bytes = std::numeric_limits<size_t>::max()) {
   if (from.empty() || s.find(from) == std::string::npos) return;
   std::string out;
   out.reserve(s.size());
@@ -127,6 +137,7 @@ void replace_all(std::string& s, std::string_view from, std::string_view to) {
     const size_t hit = s.find(from, pos);
     if (hit == std::string::npos) break;
     out.append(s, pos, hit - pos);
+    check_length(out.size() + to.size(), max_bytes);
     out.append(to);
     pos = hit + from.size();
   }
@@ -139,17 +150,25 @@ void replace_all(std::string& s, std::string_view from, std::string_view to) {
 struct UnicodeNorm final : Normalizer {
   NormalForm form;
   explicit UnicodeNorm(NormalForm f) : form(f) {}
-  void normalize(std::string& s) const override { s = tok::normalize(s, form); }
+  void normalize(std::string& s, size_t max_bytes) const override {
+    s = tok::normalize(s, form);  // at most 18 code points per code point (NFKC)
+    check_length(s.size(), max_bytes);
+  }
 };
 
 struct LowercaseNorm final : Normalizer {
-  void normalize(std::string& s) const override { s = lowercase(s); }
+  void normalize(std::string& s, size_t max_bytes) const override {
+    s = lowercase(s);
+    check_length(s.size(), max_bytes);
+  }
 };
 
 struct PrependNorm final : Normalizer {
   std::string prefix;
-  void normalize(std::string& s) const override {
-    if (!s.empty()) s.insert(0, prefix);
+  void normalize(std::string& s, size_t max_bytes) const override {
+    if (s.empty()) return;
+    check_length(s.size() + prefix.size(), max_bytes);
+    s.insert(0, prefix);
   }
 };
 
@@ -157,19 +176,21 @@ struct ReplaceNorm final : Normalizer {
   std::string literal;
   std::unique_ptr<Regex> regex;
   std::string content;
-  void normalize(std::string& s) const override {
+  void normalize(std::string& s, size_t max_bytes) const override {
     if (!regex) {
-      replace_all(s, literal, content);
+      replace_all(s, literal, content, max_bytes);
       return;
     }
     std::string out;
     size_t prev = 0;
     for (const auto& [b, e] : regex->find_all(s)) {
       out.append(s, prev, b - prev);
+      check_length(out.size() + content.size(), max_bytes);
       out += content;
       prev = e;
     }
     out.append(s, prev, std::string::npos);
+    check_length(out.size(), max_bytes);
     s = std::move(out);
   }
 };
@@ -177,7 +198,7 @@ struct ReplaceNorm final : Normalizer {
 struct StripNorm final : Normalizer {
   bool left, right;
   StripNorm(bool l, bool r) : left(l), right(r) {}
-  void normalize(std::string& s) const override {
+  void normalize(std::string& s, size_t) const override {
     size_t b = 0, e = s.size();
     if (left) {
       size_t i = 0;
@@ -204,7 +225,7 @@ struct StripNorm final : Normalizer {
 };
 
 struct CollapseSpacesNorm final : Normalizer {
-  void normalize(std::string& s) const override {
+  void normalize(std::string& s, size_t) const override {
     std::string out;
     out.reserve(s.size());
     bool prev_space = true;  // drops leading spaces
@@ -224,8 +245,8 @@ struct CollapseSpacesNorm final : Normalizer {
 
 struct SequenceNorm final : Normalizer {
   std::vector<NormalizerPtr> items;
-  void normalize(std::string& s) const override {
-    for (const auto& n : items) n->normalize(s);
+  void normalize(std::string& s, size_t max_bytes) const override {
+    for (const auto& n : items) n->normalize(s, max_bytes);
   }
 };
 
@@ -323,7 +344,7 @@ bool is_punctuation(char32_t c) {
 // ---- decoders ----
 
 struct ByteLevelDec final : Decoder {
-  void decode_chain(std::vector<std::string>& tokens) const override {
+  void decode_chain(std::vector<std::string>& tokens, size_t) const override {
     std::string bytes;
     for (const auto& t : tokens) {
       std::string tb;
@@ -346,7 +367,7 @@ struct ByteLevelDec final : Decoder {
 struct MetaspaceDec final : Decoder {
   std::string replacement;
   PrependScheme scheme;
-  void decode_chain(std::vector<std::string>& tokens) const override {
+  void decode_chain(std::vector<std::string>& tokens, size_t) const override {
     for (size_t k = 0; k < tokens.size(); ++k) {
       replace_all(tokens[k], replacement, k == 0 && scheme != PrependScheme::Never ? "" : " ");
     }
@@ -369,7 +390,7 @@ int parse_byte_token(std::string_view t) {
 }
 
 struct ByteFallbackDec final : Decoder {
-  void decode_chain(std::vector<std::string>& tokens) const override {
+  void decode_chain(std::vector<std::string>& tokens, size_t) const override {
     std::vector<std::string> out;
     std::string pending;
     size_t pending_count = 0;
@@ -399,7 +420,7 @@ struct ByteFallbackDec final : Decoder {
 };
 
 struct FuseDec final : Decoder {
-  void decode_chain(std::vector<std::string>& tokens) const override {
+  void decode_chain(std::vector<std::string>& tokens, size_t) const override {
     std::string all;
     for (const auto& t : tokens) all += t;
     tokens.assign(1, std::move(all));
@@ -409,7 +430,7 @@ struct FuseDec final : Decoder {
 struct StripDec final : Decoder {
   std::string content;  // one character
   size_t start, stop;
-  void decode_chain(std::vector<std::string>& tokens) const override {
+  void decode_chain(std::vector<std::string>& tokens, size_t) const override {
     for (auto& t : tokens) {
       size_t b = 0, e = t.size();
       for (size_t k = 0; k < start && t.compare(b, content.size(), content) == 0 && b < e; ++k) b += content.size();
@@ -424,15 +445,23 @@ struct StripDec final : Decoder {
 
 struct ReplaceDec final : Decoder {
   ReplaceNorm impl;
-  void decode_chain(std::vector<std::string>& tokens) const override {
-    for (auto& t : tokens) impl.normalize(t);
+  void decode_chain(std::vector<std::string>& tokens, size_t max_bytes) const override {
+    size_t total = 0;
+    for (const auto& t : tokens) total += t.size();
+    for (auto& t : tokens) {
+      // What the other tokens take counts against this one's room.
+      const size_t others = total - t.size();
+      check_length(others, max_bytes);
+      impl.normalize(t, max_bytes - others);
+      total = others + t.size();
+    }
   }
 };
 
 struct WordPieceDec final : Decoder {
   std::string prefix;
   bool cleanup;
-  void decode_chain(std::vector<std::string>& tokens) const override {
+  void decode_chain(std::vector<std::string>& tokens, size_t) const override {
     for (size_t k = 0; k < tokens.size(); ++k) {
       auto& t = tokens[k];
       if (k != 0) {
@@ -453,15 +482,15 @@ struct WordPieceDec final : Decoder {
 
 struct BpeSuffixDec final : Decoder {
   std::string suffix;
-  void decode_chain(std::vector<std::string>& tokens) const override {
+  void decode_chain(std::vector<std::string>& tokens, size_t) const override {
     for (size_t k = 0; k < tokens.size(); ++k) replace_all(tokens[k], suffix, k + 1 == tokens.size() ? "" : " ");
   }
 };
 
 struct SequenceDec final : Decoder {
   std::vector<DecoderPtr> items;
-  void decode_chain(std::vector<std::string>& tokens) const override {
-    for (const auto& d : items) d->decode_chain(tokens);
+  void decode_chain(std::vector<std::string>& tokens, size_t max_bytes) const override {
+    for (const auto& d : items) d->decode_chain(tokens, max_bytes);
   }
 };
 
@@ -470,6 +499,11 @@ std::unique_ptr<Regex> make_pattern(const std::string& pattern, bool is_regex, c
 }
 
 }  // namespace
+
+size_t max_rewritten_bytes(size_t n) {
+  constexpr size_t kCap = std::numeric_limits<size_t>::max() / 64;
+  return n > kCap ? std::numeric_limits<size_t>::max() : 32 * n + (64u << 10);
+}
 
 NormalizerPtr make_unicode_normalizer(NormalForm form) { return std::make_unique<UnicodeNorm>(form); }
 NormalizerPtr make_lowercase_normalizer() { return std::make_unique<LowercaseNorm>(); }

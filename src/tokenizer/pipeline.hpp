@@ -4,6 +4,7 @@
 // the same name.
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -14,11 +15,23 @@
 
 namespace runnel::tok {
 
+// ---- bounds on rewritten text ---------------------------------------------
+
+// Normalizers and decoders may lengthen text (Replace, Prepend, NFKC), and a
+// chain of them can grow it exponentially (40 Replace a -> aa).  Their output
+// is bounded by max_rewritten_bytes(n) for an input of n bytes; past it they
+// throw TextTooLong, which the tokenizer reports naming its file.
+size_t max_rewritten_bytes(size_t n);  // 32 n + 64 KiB
+struct TextTooLong : std::length_error {
+  using std::length_error::length_error;
+};
+
 // ---- normalizers -----------------------------------------------------------
 
 struct Normalizer {
   virtual ~Normalizer() = default;
-  virtual void normalize(std::string& s) const = 0;
+  // Throws TextTooLong if s would grow past max_bytes.
+  virtual void normalize(std::string& s, size_t max_bytes) const = 0;
 };
 using NormalizerPtr = std::unique_ptr<Normalizer>;
 
@@ -109,7 +122,8 @@ ModelPtr make_llama2c_model(const VocabIndex& vocab, std::vector<float> scores);
 
 struct Decoder {
   virtual ~Decoder() = default;
-  virtual void decode_chain(std::vector<std::string>& tokens) const = 0;
+  // Throws TextTooLong if the tokens would grow past max_bytes in all.
+  virtual void decode_chain(std::vector<std::string>& tokens, size_t max_bytes) const = 0;
 };
 using DecoderPtr = std::unique_ptr<Decoder>;
 

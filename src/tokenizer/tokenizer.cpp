@@ -61,10 +61,14 @@ int32_t Tokenizer::Impl::piece_id(std::string_view piece) const {
   return vocab.find(piece);
 }
 
-void Tokenizer::Impl::encode_text(std::string_view text, bool at_start, std::vector<int32_t>& out) const {
+void Tokenizer::Impl::encode_text(std::string_view text, bool at_start, std::vector<int32_t>& out,
+                                  size_t& budget) const {
   if (text.empty()) return;
   std::string s(text);
-  if (normalizer) normalizer->normalize(s);
+  if (normalizer) {
+    normalizer->normalize(s, budget);
+    budget -= s.size();
+  }
   if (s.empty()) return;
   std::vector<Split> splits{{std::move(s), at_start}};
   if (pre_tokenizer) pre_tokenizer->apply(splits);
@@ -85,8 +89,29 @@ char32_t last_codepoint(std::string_view s, size_t end, size_t& start) {
 
 }  // namespace
 
+namespace {
+
+[[noreturn]] void rewritten_too_long(const Tokenizer::Impl& m, const char* stage, size_t n,
+                                     const tok::TextTooLong& e) {
+  throw Error(m.name + ": " + stage + ": " + e.what() + " from " + std::to_string(n) +
+              " bytes (rewritten text is bounded by 32 times its input + 64 KiB)");
+}
+
+std::vector<int32_t> encode_checked(const Tokenizer::Impl& m, std::string_view input, bool add_special);
+
+}  // namespace
+
 std::vector<int32_t> Tokenizer::encode(std::string_view input, bool add_special) const {
-  const Impl& m = *impl_;
+  try {
+    return encode_checked(*impl_, input, add_special);
+  } catch (const tok::TextTooLong& e) {
+    rewritten_too_long(*impl_, "normalizer", input.size(), e);
+  }
+}
+
+namespace {
+
+std::vector<int32_t> encode_checked(const Tokenizer::Impl& m, std::string_view input, bool add_special) {
   std::string sanitized;
   std::string_view text = input;
   if (m.sanitize_input && !is_valid_utf8(input)) {
@@ -97,6 +122,8 @@ std::vector<int32_t> Tokenizer::encode(std::string_view input, bool add_special)
   if (add_special && m.post) ids = m.post->prefix;
   size_t seg = 0, i = 0;
   const size_t n = text.size();
+  // The normalized segments together stay within max_rewritten_bytes(n).
+  size_t budget = tok::max_rewritten_bytes(n);
   while (i < n && !m.added.empty()) {
     if (!m.first_byte[static_cast<unsigned char>(text[i])]) {
       ++i;
@@ -144,14 +171,16 @@ std::vector<int32_t> Tokenizer::encode(std::string_view input, bool add_special)
         stop = k;
       }
     }
-    m.encode_text(text.substr(seg, start - seg), seg == 0, ids);
+    m.encode_text(text.substr(seg, start - seg), seg == 0, ids, budget);
     ids.push_back(tok.id);
     seg = i = stop;
   }
-  m.encode_text(text.substr(seg), seg == 0, ids);
+  m.encode_text(text.substr(seg), seg == 0, ids, budget);
   if (add_special && m.post) ids.insert(ids.end(), m.post->suffix.begin(), m.post->suffix.end());
   return ids;
 }
+
+}  // namespace
 
 std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special) const {
   const Impl& m = *impl_;
@@ -194,7 +223,13 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special) c
     }
     return out;
   }
-  m.decoder->decode_chain(tokens);
+  size_t total = 0;
+  for (const auto& t : tokens) total += t.size();
+  try {
+    m.decoder->decode_chain(tokens, tok::max_rewritten_bytes(total));
+  } catch (const tok::TextTooLong& e) {
+    rewritten_too_long(m, "decoder", total, e);
+  }
   std::string out;
   for (const auto& t : tokens) out += t;
   return out;

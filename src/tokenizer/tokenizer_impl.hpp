@@ -50,7 +50,9 @@ struct Tokenizer::Impl {
 
   void finalize();  // builds id_to_piece, special, trie; call after filling the rest
   int32_t piece_id(std::string_view piece) const;
-  void encode_text(std::string_view text, bool at_start, std::vector<int32_t>& out) const;
+  // Normalizes, pre-tokenizes and tokenizes one segment between added tokens;
+  // the normalized text takes its bytes from `budget` (tok::TextTooLong past it).
+  void encode_text(std::string_view text, bool at_start, std::vector<int32_t>& out, size_t& budget) const;
 };
 
 // Sets bos/eos/pad and add-bos/eos behaviour from the JSON files next to a

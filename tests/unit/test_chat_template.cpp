@@ -268,6 +268,26 @@ TEST(ChatTemplateLimits, StepsAreBounded) {
             std::string::npos);
 }
 
+TEST(ChatTemplateLimits, StringsKeptInALoopAreBoundedInAll) {
+  // Each string stays under max_output_bytes, but a list keeps them all: 2000
+  // strings of 1 MB would hold 2 GB.  The sum of strings built is bounded.
+  runnel::ChatTemplateLimits lim;
+  lim.max_output_bytes = 1 << 20;
+  lim.max_built_bytes = 8u << 20;
+  const runnel::ChatTemplate keep(
+      "{% set ns = namespace(l=[]) %}{% for i in range(2000) %}{% set ns.l = ns.l + ['x' * 1000000] %}{% endfor %}",
+      "keep", lim);
+  const std::string err = error_of([&] { keep.apply({}, false, "", ""); });
+  EXPECT_NE(err.find("chat template 'keep'"), std::string::npos) << err;
+  EXPECT_NE(err.find("8388608 bytes in all"), std::string::npos) << err;
+  // The default budget leaves room for ordinary templates built by concatenation.
+  const runnel::ChatTemplate acc(
+      "{% set ns = namespace(s='') %}{% for m in messages %}{% set ns.s = ns.s + m.content %}{% endfor %}{{ ns.s }}",
+      "acc");
+  std::vector<runnel::ChatMessage> msgs(200, {"user", std::string(1000, 'y')});
+  EXPECT_EQ(acc.apply(msgs, false, "", "").size(), 200000u);
+}
+
 TEST(ChatTemplateLimits, RecursionIsBounded) {
   const runnel::ChatTemplate rec("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", "rec");
   EXPECT_NE(error_of([&] { rec.apply({}, false, "", ""); }).find("nested deeper"), std::string::npos);

@@ -78,3 +78,72 @@ TEST(ErrorOrigin, ChatTemplateFromGgufNamesTheFile) {
 }
 
 }  // namespace
+
+// ---- rewritten text is bounded --------------------------------------------------
+
+namespace {
+
+// The tiny tokenizer with `field` (normalizer or decoder) replaced by `value`.
+fs::path tokenizer_with(const clitest::TempDir& tmp, const std::string& field, const json& value) {
+  clitest::write_tiny_tokenizer(tmp.path);
+  const fs::path file = tmp.path / "tokenizer.json";
+  json tok = json::parse(clitest::slurp(file));
+  tok[field] = value;
+  std::ofstream(file, std::ios::binary) << tok.dump();
+  return file;
+}
+
+// 40 chained Replace a -> aa: 2^40 times the input if nothing stops it.
+json doubling_chain(const std::string& list_key) {
+  json items = json::array();
+  for (int i = 0; i < 40; ++i)
+    items.push_back({{"type", "Replace"}, {"pattern", {{"String", "a"}}}, {"content", "aa"}});
+  return {{"type", "Sequence"}, {list_key, items}};
+}
+
+}  // namespace
+
+TEST(RewriteBounds, ANormalizerChainThatDoublesTextIsRefusedNamingTheFile) {
+  clitest::TempDir tmp;
+  const fs::path file = tokenizer_with(tmp, "normalizer", doubling_chain("normalizers"));
+  const Tokenizer tok = load_tokenizer(file.string());
+  std::string msg = "(no error)";
+  try {
+    tok.encode("a banana", false);
+  } catch (const Error& e) {
+    msg = e.what();
+  }
+  EXPECT_NE(msg.find(file.string() + ": normalizer: the text grew past "), std::string::npos) << msg;
+  EXPECT_NE(msg.find("from 8 bytes"), std::string::npos) << msg;
+  // Text without the pattern is untouched, and a short doubling is allowed.
+  EXPECT_FALSE(tok.encode("xyz", false).empty());
+}
+
+TEST(RewriteBounds, ADecoderChainThatDoublesTextIsRefusedNamingTheFile) {
+  clitest::TempDir tmp;
+  const fs::path file = tokenizer_with(tmp, "decoder", doubling_chain("decoders"));
+  const Tokenizer tok = load_tokenizer(file.string());
+  const std::vector<int32_t> ids = tok.encode("a", false);
+  ASSERT_FALSE(ids.empty());
+  std::string msg = "(no error)";
+  try {
+    tok.decode(ids, false);
+  } catch (const Error& e) {
+    msg = e.what();
+  }
+  EXPECT_NE(msg.find(file.string() + ": decoder: the text grew past "), std::string::npos) << msg;
+}
+
+TEST(RewriteBounds, AMetaspaceReplacementIsOneCharacter) {
+  clitest::TempDir tmp;
+  const fs::path file = tokenizer_with(
+      tmp, "pre_tokenizer",
+      {{"type", "Metaspace"}, {"replacement", std::string(1000, 'x')}, {"prepend_scheme", "always"}});
+  const std::string msg = load_error(file.string());
+  EXPECT_NE(msg.find(file.string() + ": pre_tokenizer.replacement: must be one character"), std::string::npos)
+      << msg;
+  // The usual U+2581 loads.
+  const fs::path ok = tokenizer_with(tmp, "pre_tokenizer",
+                                     {{"type", "Metaspace"}, {"replacement", "\xE2\x96\x81"}, {"prepend_scheme", "always"}});
+  EXPECT_NO_THROW(load_tokenizer(ok.string()));
+}

@@ -70,8 +70,10 @@ gguf::Writer mixed_llama(GgmlType matrix, GgmlType embedding, int64_t file_type 
 
 // Bytes of every tensor of `path` in its stored type.
 int64_t tensor_bytes(const std::string& path) {
+  // The file must outlive the loop: tensors() refers into it.
+  const auto file = gguf::File::open(path);
   int64_t n = 0;
-  for (const gguf::TensorInfo& t : gguf::File::open(path).tensors()) n += int64_t(t.nbytes);
+  for (const gguf::TensorInfo& t : file.tensors()) n += int64_t(t.nbytes);
   return n;
 }
 
