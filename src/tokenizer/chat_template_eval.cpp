@@ -562,7 +562,9 @@ Value Interp::eval_binary(const Expr& e, const Value& a, const Value& b) {
     const bool b_seq = b.is_string() || (b.is_list() && (b.list().kind == ListKind::List || b.list().kind == ListKind::Tuple));
     if ((a_seq && (b.is_int() || b.is_bool())) || (b_seq && (a.is_int() || a.is_bool()))) {
       const Value& seq = a_seq ? a : b;
-      const int64_t times = std::max<int64_t>(0, (a_seq ? b : a).as_int());
+      int64_t times = std::max<int64_t>(0, (a_seq ? b : a).as_int());
+      // Repeating nothing gives nothing, however many times (no loop of 10^13 empty copies).
+      if ((seq.is_string() && seq.str().empty()) || (seq.is_list() && seq.list().items.empty())) times = 0;
       if (seq.is_string()) {
         const size_t len = seq.str().size();
         if (len != 0 && static_cast<uint64_t>(times) > limits_.max_output_bytes / len)

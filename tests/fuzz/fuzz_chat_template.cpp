@@ -15,6 +15,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   runnel::ChatTemplateLimits limits;
   limits.max_output_bytes = 1 << 20;
   limits.max_steps = 200000;
+  limits.max_built_bytes = 16u << 20;
   try {
     runnel::ChatTemplate tpl(std::string(reinterpret_cast<const char*>(data), size), "fuzz", limits);
     tpl.apply(kMessages, true, "<s>", "</s>");

@@ -288,6 +288,15 @@ TEST(ChatTemplateLimits, StringsKeptInALoopAreBoundedInAll) {
   EXPECT_EQ(acc.apply(msgs, false, "", "").size(), 200000u);
 }
 
+TEST(ChatTemplateLimits, RepeatingAnEmptyValueAHugeNumberOfTimesIsQuick) {
+  // Found by fuzz_chat_template: '' * 20000002000000 looped 2e13 times.
+  runnel::ChatTemplateLimits lim;
+  lim.max_steps = 100000;
+  EXPECT_EQ(runnel::ChatTemplate("[{{ '' * 20000002000000 }}][{{ ([] * 20000002000000)|length }}]", "rep", lim)
+                .apply({}, false, "", ""),
+            "[][0]");
+}
+
 TEST(ChatTemplateLimits, RecursionIsBounded) {
   const runnel::ChatTemplate rec("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", "rec");
   EXPECT_NE(error_of([&] { rec.apply({}, false, "", ""); }).find("nested deeper"), std::string::npos);
