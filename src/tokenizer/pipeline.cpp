@@ -119,12 +119,8 @@ void for_each_split(std::vector<Split>& splits, F&& f) {
   splits = std::move(out);
 }
 
-[[noreturn]] void too_long(size_t max_bytes) {
-  throw TextTooLong("the text grew past " + std::to_string(max_bytes) + " bytes");
-}
-
 void check_length(size_t n, size_t max_bytes) {
-  if (n > max_bytes) too_long(max_bytes);
+  if (n > max_bytes) throw TextTooLong("the text grew past " + std::to_string(max_bytes) + " bytes");
 }
 
 void replace_all(std::string& s, std::string_view from, std::string_view to,
