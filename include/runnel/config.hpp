@@ -10,7 +10,7 @@
 #include <string_view>
 #include <vector>
 
-#include "runnel/ops.hpp"
+#include "runnel/op_params.hpp"
 
 namespace runnel {
 

@@ -12,6 +12,7 @@
 #include "runnel/kv_cache.hpp"
 #include "runnel/loader.hpp"
 #include "runnel/model.hpp"
+#include "runnel/op_params.hpp"
 #include "runnel/ops.hpp"
 #include "runnel/sampler.hpp"
 #include "runnel/tensor.hpp"

@@ -10,6 +10,7 @@
 #include "runnel/error.hpp"
 #include "runnel/gguf.hpp"
 #include "runnel/loader.hpp"
+#include "runnel/ops.hpp"
 #include "runnel/tokenizer.hpp"
 
 namespace runnel::gguf {
