@@ -11,7 +11,7 @@
 #include <cstdint>
 
 #include "runnel/dtype.hpp"
-#include "runnel/ops.hpp"
+#include "runnel/op_params.hpp"
 
 namespace runnel::cpu {
 
