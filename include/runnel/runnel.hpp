@@ -1,7 +1,6 @@
 #pragma once
-// runnel: the umbrella header.
-#include <string>
-
+// runnel: the umbrella header.  version(), version_string() and cpu_isa()
+// are declared in runnel/version.hpp.
 #include "runnel/backend.hpp"
 #include "runnel/buffer.hpp"
 #include "runnel/chat_template.hpp"
@@ -19,13 +18,3 @@
 #include "runnel/thread_pool.hpp"
 #include "runnel/tokenizer.hpp"
 #include "runnel/version.hpp"
-
-namespace runnel {
-
-// "runnel 0.1.0\nbackends: cpu\ncpu isa: avx512 (supported: scalar avx2 avx512)\n"
-std::string version_string();
-const char* version();
-// The CPU ISA the kernels use ("scalar", "avx2", "avx512").
-const char* cpu_isa();
-
-}  // namespace runnel

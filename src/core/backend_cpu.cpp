@@ -3,8 +3,6 @@
 #include "cpu/kernels.hpp"
 #include "runnel/backend.hpp"
 #include "runnel/error.hpp"
-#include "runnel/runnel.hpp"
-#include "runnel/version.hpp"
 
 namespace runnel {
 
@@ -77,25 +75,6 @@ std::vector<std::string> compiled_backends() {
   v.push_back("cuda");
 #endif
   return v;
-}
-
-const char* version() { return RUNNEL_VERSION; }
-
-const char* cpu_isa() { return cpu::isa_name(cpu::selected_isa()); }
-
-std::string version_string() {
-  std::string s = std::string("runnel ") + RUNNEL_VERSION + "\nbackends:";
-  for (const auto& b : compiled_backends()) s += " " + b;
-  if (cuda_backend() == nullptr) {
-#if defined(RUNNEL_WITH_CUDA)
-    s += " (no CUDA device found)";
-#endif
-  }
-  s += std::string("\ncpu isa: ") + cpu_isa() + " (supported:";
-  for (int i = 0; i < cpu::kNumIsas; ++i)
-    if (cpu::isa_supported(cpu::Isa(i))) s += std::string(" ") + cpu::isa_name(cpu::Isa(i));
-  s += ")\n";
-  return s;
 }
 
 }  // namespace runnel
