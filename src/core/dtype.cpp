@@ -3,8 +3,7 @@
 #include <array>
 #include <string>
 
-#include "cpu/half.hpp"
-#include "cpu/quant.hpp"
+#include "common/blocks.hpp"
 #include "runnel/error.hpp"
 
 namespace runnel {
@@ -20,19 +19,19 @@ void f32_from_float(const float* src, void* dst, int64_t n) {
 }
 void f16_to_float(const void* src, float* dst, int64_t n) {
   const uint16_t* s = static_cast<const uint16_t*>(src);
-  for (int64_t i = 0; i < n; ++i) dst[i] = cpu::f16_to_f32(s[i]);
+  for (int64_t i = 0; i < n; ++i) dst[i] = common::f16_to_f32(s[i]);
 }
 void f16_from_float(const float* src, void* dst, int64_t n) {
   uint16_t* d = static_cast<uint16_t*>(dst);
-  for (int64_t i = 0; i < n; ++i) d[i] = cpu::f32_to_f16(src[i]);
+  for (int64_t i = 0; i < n; ++i) d[i] = common::f32_to_f16(src[i]);
 }
 void bf16_to_float(const void* src, float* dst, int64_t n) {
   const uint16_t* s = static_cast<const uint16_t*>(src);
-  for (int64_t i = 0; i < n; ++i) dst[i] = cpu::bf16_to_f32(s[i]);
+  for (int64_t i = 0; i < n; ++i) dst[i] = common::bf16_to_f32(s[i]);
 }
 void bf16_from_float(const float* src, void* dst, int64_t n) {
   uint16_t* d = static_cast<uint16_t*>(dst);
-  for (int64_t i = 0; i < n; ++i) d[i] = cpu::f32_to_bf16(src[i]);
+  for (int64_t i = 0; i < n; ++i) d[i] = common::f32_to_bf16(src[i]);
 }
 
 // The traits table: one row per dtype, in enum order.
@@ -43,15 +42,15 @@ constexpr std::array<DTypeTraits, kNumDTypes> kTraits = {{
     {DType::I32, "i32", 1, 4, false, nullptr, nullptr, DType::I32},
     // Quantized weights: the small-batch product quantizes each row of x to
     // vec_dot_type (int8 blocks with a scale) and sums in integers.
-    {DType::Q8_0, "q8_0", 32, 34, true, cpu::quant::dequant_q8_0, cpu::quant::quant_q8_0, DType::Q8_0},
-    {DType::Q4_0, "q4_0", 32, 18, true, cpu::quant::dequant_q4_0, cpu::quant::quant_q4_0, DType::Q8_0},
-    {DType::Q4_1, "q4_1", 32, 20, true, cpu::quant::dequant_q4_1, cpu::quant::quant_q4_1, DType::Q8_1},
-    {DType::Q4_K, "q4_k", 256, 144, true, cpu::quant::dequant_q4_k, cpu::quant::quant_q4_k, DType::Q8_K},
-    {DType::Q6_K, "q6_k", 256, 210, true, cpu::quant::dequant_q6_k, cpu::quant::quant_q6_k, DType::Q8_K},
-    {DType::Q5_0, "q5_0", 32, 22, true, cpu::quant::dequant_q5_0, cpu::quant::quant_q5_0, DType::Q8_0},
-    {DType::Q5_1, "q5_1", 32, 24, true, cpu::quant::dequant_q5_1, cpu::quant::quant_q5_1, DType::Q8_1},
-    {DType::Q8_1, "q8_1", 32, 36, false, cpu::quant::dequant_q8_1, cpu::quant::quant_q8_1, DType::Q8_1},
-    {DType::Q8_K, "q8_k", 256, 292, false, cpu::quant::dequant_q8_k, cpu::quant::quant_q8_k, DType::Q8_K},
+    {DType::Q8_0, "q8_0", 32, 34, true, common::dequant_q8_0, common::quant_q8_0, DType::Q8_0},
+    {DType::Q4_0, "q4_0", 32, 18, true, common::dequant_q4_0, common::quant_q4_0, DType::Q8_0},
+    {DType::Q4_1, "q4_1", 32, 20, true, common::dequant_q4_1, common::quant_q4_1, DType::Q8_1},
+    {DType::Q4_K, "q4_k", 256, 144, true, common::dequant_q4_k, common::quant_q4_k, DType::Q8_K},
+    {DType::Q6_K, "q6_k", 256, 210, true, common::dequant_q6_k, common::quant_q6_k, DType::Q8_K},
+    {DType::Q5_0, "q5_0", 32, 22, true, common::dequant_q5_0, common::quant_q5_0, DType::Q8_0},
+    {DType::Q5_1, "q5_1", 32, 24, true, common::dequant_q5_1, common::quant_q5_1, DType::Q8_1},
+    {DType::Q8_1, "q8_1", 32, 36, false, common::dequant_q8_1, common::quant_q8_1, DType::Q8_1},
+    {DType::Q8_K, "q8_k", 256, 292, false, common::dequant_q8_k, common::quant_q8_k, DType::Q8_K},
 }};
 
 static_assert([] {
