@@ -8,8 +8,8 @@
 #include <cstdlib>
 #include <string>
 
+#include "chat_template/chat_template_ast.hpp"
 #include "runnel/error.hpp"
-#include "tokenizer/chat_template_ast.hpp"
 
 namespace runnel::jinja {
 namespace {

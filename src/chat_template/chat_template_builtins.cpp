@@ -12,7 +12,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "tokenizer/chat_template_interp.hpp"
+#include "chat_template/chat_template_interp.hpp"
 
 namespace runnel::jinja {
 namespace {

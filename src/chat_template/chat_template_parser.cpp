@@ -5,8 +5,8 @@
 #include <initializer_list>
 #include <string>
 
+#include "chat_template/chat_template_ast.hpp"
 #include "runnel/error.hpp"
-#include "tokenizer/chat_template_ast.hpp"
 
 namespace runnel::jinja {
 namespace {

@@ -1,13 +1,13 @@
 #pragma once
 // Tokens and syntax tree of the chat-template language (a Jinja2 subset), and
-// the lexer/parser entry points.  Internal to src/tokenizer/chat_template*.cpp.
+// the lexer/parser entry points.  Internal to src/chat_template/.
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include "tokenizer/chat_template_value.hpp"
+#include "chat_template/chat_template_value.hpp"
 
 namespace runnel::jinja {
 

@@ -6,8 +6,8 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "chat_template/chat_template_interp.hpp"
 #include "runnel/error.hpp"
-#include "tokenizer/chat_template_interp.hpp"
 
 namespace runnel::jinja {
 

@@ -11,8 +11,8 @@
 #include <utility>
 #include <vector>
 
-#include "tokenizer/chat_template_ast.hpp"
-#include "tokenizer/chat_template_value.hpp"
+#include "chat_template/chat_template_ast.hpp"
+#include "chat_template/chat_template_value.hpp"
 
 namespace runnel::jinja {
 

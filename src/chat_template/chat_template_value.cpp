@@ -1,6 +1,6 @@
 // Python semantics for chat-template values: truthiness, ==, <, str(), repr(),
 // json.dumps, and the UTF-8 helpers behind code-point indexing.
-#include "tokenizer/chat_template_value.hpp"
+#include "chat_template/chat_template_value.hpp"
 
 #include <algorithm>
 #include <charconv>

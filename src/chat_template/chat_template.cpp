@@ -5,9 +5,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "chat_template/chat_template_ast.hpp"
+#include "chat_template/chat_template_interp.hpp"
 #include "runnel/error.hpp"
-#include "tokenizer/chat_template_ast.hpp"
-#include "tokenizer/chat_template_interp.hpp"
 
 namespace runnel {
 
