@@ -1,6 +1,6 @@
-# Install rules: librunnel (with the CPU kernels inside), the public headers
-# and the generated version.hpp, the `runnel` command, the CMake package
-# runnel::runnel (lib/cmake/runnel) and lib/pkgconfig/runnel.pc.
+# Install rules: librunnel (with the CPU and CUDA kernels inside), the public
+# headers and the generated version.hpp, the `runnel` command, the CMake
+# package runnel::runnel (lib/cmake/runnel) and lib/pkgconfig/runnel.pc.
 include(CMakePackageConfigHelpers)
 
 set(RUNNEL_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/runnel)
@@ -49,7 +49,7 @@ if(RUNNEL_WITH_DNNL)
   string(APPEND RUNNEL_PC_LIBS_PRIVATE " -ldnnl")
 endif()
 if(RUNNEL_HAVE_CUDA)
-  string(APPEND RUNNEL_PC_LIBS_PRIVATE " -L${CUDAToolkit_LIBRARY_DIR} -lcublas -lcudart")
+  string(APPEND RUNNEL_PC_LIBS_PRIVATE " -L${CUDAToolkit_LIBRARY_DIR} -lcublas -lcublasLt -lcudart")
 endif()
 # OpenMP runtime (libgomp with gcc) and threads.
 string(APPEND RUNNEL_PC_LIBS_PRIVATE " ${OpenMP_CXX_FLAGS} -pthread")
