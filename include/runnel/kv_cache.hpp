@@ -1,9 +1,12 @@
 #pragma once
-// The paged KV-cache manager: one pool of fixed-size blocks per layer for K and
-// V, a block table per sequence, and reference-counted blocks so sequences
-// share a prompt prefix and fork without copying.  A shared block is copied
-// only when a sequence writes into it (copy-on-write of the last, partially
-// filled block after a fork).
+// KV caches.  KvCache is one sequence's cache as the model sees it: a pool per
+// layer, a block table, and reserve(), the one call that allocates or copies.
+// ContiguousKvCache is one sequence in one block per layer.  PagedKvCache is
+// the paged manager: one pool of fixed-size blocks per layer for K and V, a
+// block table per sequence, and reference-counted blocks so sequences share a
+// prompt prefix and fork without copying.  A shared block is copied when a
+// sequence reserves positions in it for writing (copy-on-write of the last,
+// partially filled block after a fork).
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -11,12 +14,56 @@
 #include <vector>
 
 #include "runnel/buffer.hpp"
+#include "runnel/config.hpp"
 #include "runnel/error.hpp"
-#include "runnel/model.hpp"
 #include "runnel/ops.hpp"
 #include "runnel/tensor.hpp"
 
 namespace runnel {
+
+// The K/V storage of one sequence, seen by the model.  Accessors have no side
+// effects; only reserve() allocates, grows or copies, and the model calls it
+// before the first op of a forward pass.
+class KvCache {
+ public:
+  virtual ~KvCache() = default;
+  virtual DType dtype() const = 0;
+  // Makes positions [0, n_tokens) addressable, keeping what is stored, and
+  // positions [write_from, n_tokens) writable (shared blocks there are
+  // copied).  write_from < 0: from the positions reserved before.
+  virtual void reserve(int64_t n_tokens, int64_t write_from = -1) = 0;
+  // Most tokens the sequence can hold without its storage moving or growing.
+  virtual int64_t capacity() const = 0;
+  // Layer `layer`'s pool: k, v [n_blocks, block_size, n_kv_heads, head_dim].
+  virtual ops::KvPool pool(int64_t layer) const = 0;
+  // The sequence's blocks in that pool, in position order.
+  virtual std::span<const int32_t> block_table() const = 0;
+  // Caches with the same id share their pools (sequences of one PagedKvCache);
+  // a batch of them runs one cache write and one attention call per layer.
+  virtual const void* pool_id() const = 0;
+};
+
+// One sequence in one block of its capacity per layer, f32 or f16.  Growing
+// (in reserve) reallocates and copies; reserve the whole length up front, or
+// give max_tokens, to keep the storage in place.
+class ContiguousKvCache final : public KvCache {
+ public:
+  ContiguousKvCache(int64_t n_layers, int64_t n_kv_heads, int64_t head_dim, DType dtype,
+                    int64_t max_tokens = 0 /* 0: unbounded */);
+  DType dtype() const override { return dtype_; }
+  void reserve(int64_t n_tokens, int64_t write_from = -1) override;
+  int64_t capacity() const override { return capacity_; }
+  ops::KvPool pool(int64_t layer) const override;
+  std::span<const int32_t> block_table() const override;
+  const void* pool_id() const override { return this; }
+
+ private:
+  int64_t n_layers_, n_kv_heads_, head_dim_, max_tokens_;
+  DType dtype_;
+  int64_t capacity_ = 0;
+  int32_t table_[1] = {0};
+  std::vector<std::unique_ptr<HostBuffer>> k_, v_;  // per layer [capacity, n_kv_heads, head_dim]
+};
 
 struct KvCacheOptions {
   int64_t n_layers = 0;
@@ -81,27 +128,26 @@ class PagedKvCache {
   bool alive(SeqId seq) const;
   size_t n_sequences() const;
 
-  // Makes positions [0, n_tokens) of `seq` writable: allocates the blocks
-  // still missing and copies the shared block the new positions start in.
-  // All or nothing: throws KvCacheFull or ContextFull and leaves `seq` as it was.
-  void reserve(SeqId seq, int64_t n_tokens);
+  // Makes positions [0, n_tokens) of `seq` addressable and positions
+  // [write_from, n_tokens) writable: allocates the blocks still missing and
+  // copies the shared blocks in that range (write_from < 0: from the positions
+  // reserved before, so only the block the new positions start in).  All or
+  // nothing: throws KvCacheFull or ContextFull and leaves `seq` as it was.
+  void reserve(SeqId seq, int64_t n_tokens, int64_t write_from = -1);
   // Forgets positions from n_tokens on, releasing the blocks past them.
   void truncate(SeqId seq, int64_t n_tokens);
   int64_t n_tokens(SeqId seq) const;  // positions reserved
   std::span<const int32_t> block_table(SeqId seq) const;
 
   // Stores k, v [n, n_kv_heads, head_dim] f32 at positions [pos0, pos0 + n)
-  // of `layer`, converted to the cache dtype.  Shared blocks in the range are
-  // copied first (which may throw KvCacheFull).
+  // of `layer`, converted to the cache dtype (ops::kv_store).  The range must
+  // be reserved for writing: a shared block there is an error.
   void store(Context& ctx, SeqId seq, int64_t layer, int64_t pos0, const Tensor& k,
              const Tensor& v);
-  // The rows of positions [pos0, pos0 + n) of `layer` as one view [n,
-  // n_kv_heads, head_dim]; the range must lie within one block.
-  Tensor keys(SeqId seq, int64_t layer, int64_t pos0, int64_t n);
-  Tensor values(SeqId seq, int64_t layer, int64_t pos0, int64_t n);
-  // What attention reads; the block table span stays valid until the
-  // sequence's table changes (reserve, truncate, store into a shared block, free).
-  ops::KvView view(SeqId seq, int64_t layer);
+  // Layer `layer`'s pool [n_blocks, block_size, n_kv_heads, head_dim].
+  ops::KvPool pool(int64_t layer) const;
+  // Most tokens one sequence can hold: max_seq_tokens, bounded by the pool.
+  int64_t seq_capacity() const;
 
   // Accounting.
   int64_t n_blocks() const { return o_.n_blocks; }
@@ -123,10 +169,9 @@ class PagedKvCache {
   void release(int32_t block);
   void copy_block(int32_t dst, int32_t src, int64_t rows);
   void make_writable(SeqId id, Seq& s, int64_t block_index);
-  Tensor rows(const std::vector<std::unique_ptr<HostBuffer>>& pool, SeqId seq, int64_t layer,
-              int64_t pos0, int64_t n);
 
   KvCacheOptions o_;
+  int64_t max_table_ = 0;  // most blocks one sequence can hold
   size_t row_bytes_ = 0;  // one token of one layer: n_kv_heads * head_dim in dtype
   std::vector<std::unique_ptr<HostBuffer>> k_,
       v_;                      // per layer [n_blocks, block_size, n_kv_heads, head_dim]
@@ -142,17 +187,13 @@ class PagedSequenceCache final : public KvCache {
  public:
   PagedSequenceCache(PagedKvCache& cache, PagedKvCache::SeqId seq) : cache_(&cache), seq_(seq) {}
   DType dtype() const override { return cache_->options().dtype; }
-  void reserve(int64_t n_tokens) override { cache_->reserve(seq_, n_tokens); }
-  Tensor keys(int64_t layer, int64_t pos0, int64_t n) override {
-    return cache_->keys(seq_, layer, pos0, n);
+  void reserve(int64_t n_tokens, int64_t write_from = -1) override {
+    cache_->reserve(seq_, n_tokens, write_from);
   }
-  Tensor values(int64_t layer, int64_t pos0, int64_t n) override {
-    return cache_->values(seq_, layer, pos0, n);
-  }
-  void store(Context& ctx, int64_t layer, int64_t pos0, const Tensor& k, const Tensor& v) override {
-    cache_->store(ctx, seq_, layer, pos0, k, v);
-  }
-  ops::KvView view(int64_t layer) override { return cache_->view(seq_, layer); }
+  int64_t capacity() const override { return cache_->seq_capacity(); }
+  ops::KvPool pool(int64_t layer) const override { return cache_->pool(layer); }
+  std::span<const int32_t> block_table() const override { return cache_->block_table(seq_); }
+  const void* pool_id() const override { return cache_; }
   PagedKvCache::SeqId seq() const { return seq_; }
 
  private:

@@ -12,6 +12,7 @@
 
 #include "runnel/buffer.hpp"
 #include "runnel/config.hpp"
+#include "runnel/kv_cache.hpp"
 #include "runnel/ops.hpp"
 #include "runnel/tensor.hpp"
 
@@ -51,46 +52,6 @@ struct RandomOptions {
 enum class Logits : unsigned char {
   Last,  // logits of the last token only: [vocab]
   All,   // logits of every token: [n, vocab]
-};
-
-// The K/V storage of one sequence, seen by the model through per-layer views.
-class KvCache {
- public:
-  virtual ~KvCache() = default;
-  virtual DType dtype() const = 0;
-  // Makes positions [0, n_tokens) addressable, keeping what is stored.
-  virtual void reserve(int64_t n_tokens) = 0;
-  // Where the keys / values of positions [pos0, pos0 + n) of `layer` go:
-  // [n, n_kv_heads, head_dim] in dtype().
-  virtual Tensor keys(int64_t layer, int64_t pos0, int64_t n) = 0;
-  virtual Tensor values(int64_t layer, int64_t pos0, int64_t n) = 0;
-  // Stores k, v [n, n_kv_heads, head_dim] f32 as positions [pos0, pos0 + n) of
-  // `layer`, converted to dtype().  The default converts into keys() /
-  // values(); a paged cache, whose range may span blocks, overrides it.
-  virtual void store(Context& ctx, int64_t layer, int64_t pos0, const Tensor& k, const Tensor& v);
-  // What attention reads for `layer`.
-  virtual ops::KvView view(int64_t layer) = 0;
-};
-
-// One contiguous block per layer, grown by doubling.  f32 or f16.
-class ContiguousKvCache final : public KvCache {
- public:
-  ContiguousKvCache(int64_t n_layers, int64_t n_kv_heads, int64_t head_dim, DType dtype,
-                    int64_t max_tokens = 0 /* 0: unbounded */);
-  DType dtype() const override { return dtype_; }
-  void reserve(int64_t n_tokens) override;
-  Tensor keys(int64_t layer, int64_t pos0, int64_t n) override;
-  Tensor values(int64_t layer, int64_t pos0, int64_t n) override;
-  ops::KvView view(int64_t layer) override;
-  int64_t capacity() const { return capacity_; }
-
- private:
-  Tensor slot(std::vector<std::unique_ptr<HostBuffer>>& bufs, int64_t layer, int64_t pos0,
-              int64_t n);
-  int64_t n_layers_, n_kv_heads_, head_dim_, max_tokens_;
-  DType dtype_;
-  int64_t capacity_ = 0;
-  std::vector<std::unique_ptr<HostBuffer>> k_, v_;  // per layer [capacity, n_kv_heads, head_dim]
 };
 
 class Model {

@@ -4,7 +4,6 @@
 // work over the context's thread pool and calls the selected ISA's kernels.
 // Outputs are written through views; ops never allocate tensors.
 #include <cstdint>
-#include <span>
 #include <vector>
 
 #include "runnel/op_params.hpp"
@@ -57,12 +56,13 @@ std::vector<float> rope_inv_freq(const RopeConfig& cfg, int64_t seq_len);
 // no freq_factors), else 0.  Given to rope, it makes the angles
 // p * theta_scale^i by repeated multiplication, as llama.cpp computes them.
 float rope_theta_scale(const RopeConfig& cfg);
-// Rotates x [n_tok, n_heads, head_dim] f32 in place; token t sits at
-// positions[t].  Only the first rot_dim = 2 * inv_freq.size() dims rotate.
+// Rotates x [n_tok, n_heads, head_dim] f32 in place (each head contiguous,
+// heads and tokens at any stride); token t sits at positions[t].  positions:
+// [n_tok] i32; inv_freq: [rot_dim / 2] f32; only the first rot_dim dims rotate.
 // Angles: p * inv_freq[i], or with theta_scale > 0 (see rope_theta_scale)
 // p * theta_scale * ... * theta_scale (i factors).
-void rope(Context& ctx, const Tensor& x, std::span<const int32_t> positions,
-          std::span<const float> inv_freq, RopeStyle style, float theta_scale = 0.0f);
+void rope(Context& ctx, const Tensor& x, const Tensor& positions, const Tensor& inv_freq,
+          RopeStyle style, float theta_scale = 0.0f);
 
 // ALiBi slopes for n_heads, including head counts that are not powers of two.
 std::vector<float> alibi_slopes(int64_t n_heads);
@@ -76,27 +76,46 @@ void activation(Context& ctx, Activation kind, const Tensor& x, const Tensor& y)
 void swiglu(Context& ctx, const Tensor& gate, const Tensor& up, const Tensor& y);  // silu(gate) * up
 void add(Context& ctx, const Tensor& a, const Tensor& b, const Tensor& y);
 
-// y[i, :] = table[ids[i], :] as f32.  table: [vocab, d] f32/f16/bf16.
-void embedding(Context& ctx, const Tensor& table, std::span<const int32_t> ids, const Tensor& y);
+// y[i, :] = table[ids[i], :] as f32.  table: [vocab, d] f32/f16/bf16 or a
+// quantized type; ids: [n] i32 (each checked against vocab).  With an f32
+// table this is the row gather of activations too.
+void embedding(Context& ctx, const Tensor& table, const Tensor& ids, const Tensor& y);
 
 // Converts a tensor to another float dtype (same shape).
 void convert(Context& ctx, const Tensor& x, const Tensor& y);
 
-// A KV cache seen by attention: k and v are [n_blocks, block_size, n_kv_heads,
-// head_dim] (f32 or f16); token t of the sequence lives in block
-// block_table[t / block_size], or in block t / block_size when block_table is
-// empty (a contiguous cache is one block of n_ctx tokens).
-struct KvView {
+// The KV cache of one layer: k and v are [n_blocks, block_size, n_kv_heads,
+// head_dim] (f32 or f16).  Token t of a sequence lives in row t % block_size
+// of block block_table[t / block_size].  A contiguous cache is one block of
+// its capacity.
+struct KvPool {
   Tensor k, v;
-  std::span<const int32_t> block_table;
 };
 
-// Causal attention: q, out [n_q, n_heads, head_dim] f32; query i is at
-// position pos0 + i and sees keys 0 .. pos0 + i, which must already be in the
-// cache.  n_heads must be a multiple of n_kv_heads (grouped-query attention).
-// alibi_slopes is empty or [n_heads].
-void attention(Context& ctx, const Tensor& q, const KvView& kv, int64_t pos0, float scale,
-               std::span<const float> alibi_slopes, const Tensor& out);
+// One forward step's view of the cache for a batch of B sequences, built once
+// per step (and, on a GPU, uploaded once).  All i32:
+//   block_tables [B, max_blocks]: row b holds sequence b's blocks (entries
+//     past its length are not read);
+//   seq_lens [B]: keys sequence b holds after this step's writes;
+//   query_starts [B + 1]: sequence b's queries are rows query_starts[b] ..
+//     query_starts[b + 1] of q, at the positions just before seq_lens[b].
+struct KvBatch {
+  Tensor block_tables, seq_lens, query_starts;
+};
+
+// Writes k, v [n, n_kv_heads, head_dim] f32 (heads contiguous, any token and
+// head stride) into the pool rows `slots` [n] i32, slot = block * block_size
+// + row, converted to the pool's dtype.
+void kv_store(Context& ctx, const Tensor& k, const Tensor& v, const KvPool& pool,
+              const Tensor& slots);
+
+// Causal attention for a batch: q, out [n_q, n_heads, head_dim] f32 (q's heads
+// contiguous, any token and head stride; out contiguous within a token).  A
+// query at position p sees its sequence's keys 0 .. p, which must already be
+// in the cache.  n_heads must be a multiple of n_kv_heads (grouped-query
+// attention).  alibi_slopes is null or [n_heads] f32.
+void attention(Context& ctx, const Tensor& q, const KvPool& pool, const KvBatch& batch,
+               float scale, const Tensor* alibi_slopes, const Tensor& out);
 
 }  // namespace ops
 }  // namespace runnel

@@ -50,7 +50,7 @@ void attention(const AttentionArgs& a, int64_t h0, int64_t h1, float* scores) {
     const int64_t kh = h / group;
     const float slope = a.alibi_slopes ? a.alibi_slopes[h] : 0.0f;
     for (int64_t i = 0; i < a.n_q; ++i) {
-      const float* q = a.q + i * a.q_tok_stride + h * a.head_dim;
+      const float* q = a.q + i * a.q_tok_stride + h * a.q_head_stride;
       float* out = a.out + i * a.out_tok_stride + h * a.head_dim;
       const int64_t n_kv = a.pos0 + i + 1;
       double mx = -INFINITY;
@@ -199,7 +199,7 @@ void attention_f16_ggml(const AttentionArgs& a, int64_t h0, int64_t h1, float* s
     const int64_t kh = h / group;
     const float slope = a.alibi_slopes ? a.alibi_slopes[h] : 0.0f;
     for (int64_t i = 0; i < a.n_q; ++i) {
-      const float* qp = a.q + i * a.q_tok_stride + h * D;
+      const float* qp = a.q + i * a.q_tok_stride + h * a.q_head_stride;
       float* out = a.out + i * a.out_tok_stride + h * D;
       const int64_t n_kv = a.pos0 + i + 1;
       __m512 q[NV];
@@ -269,7 +269,7 @@ void attention_t(const AttentionArgs& a, int64_t h0, int64_t h1, float* scores) 
     const int64_t kh = h / group;
     const float slope = a.alibi_slopes ? a.alibi_slopes[h] : 0.0f;
     for (int64_t i = 0; i < a.n_q; ++i) {
-      const float* q = a.q + i * a.q_tok_stride + h * D;
+      const float* q = a.q + i * a.q_tok_stride + h * a.q_head_stride;
       float* out = a.out + i * a.out_tok_stride + h * D;
       const int64_t n_kv = a.pos0 + i + 1;
       if constexpr (NV > 0) {

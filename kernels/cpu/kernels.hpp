@@ -74,6 +74,7 @@ using runnel::RopeStyle;
 struct AttentionArgs {
   const float* q;         // [n_q, n_heads, head_dim] f32
   int64_t q_tok_stride;   // floats between query tokens
+  int64_t q_head_stride;  // floats between the heads of a query token
   float* out;             // [n_q, n_heads, head_dim] f32
   int64_t out_tok_stride; // floats between output tokens
   const void* k;          // cache base, dtype kv_dtype

@@ -83,6 +83,58 @@ ContextFull::ContextFull(int32_t seq, int64_t tokens, int64_t limit)
       seq_(seq) {}
 
 // ---------------------------------------------------------------------------
+// Contiguous cache
+
+ContiguousKvCache::ContiguousKvCache(int64_t n_layers, int64_t n_kv_heads, int64_t head_dim,
+                                     DType dtype, int64_t max_tokens)
+    : n_layers_(n_layers),
+      n_kv_heads_(n_kv_heads),
+      head_dim_(head_dim),
+      max_tokens_(max_tokens),
+      dtype_(dtype) {
+  if (dtype != DType::F32 && dtype != DType::F16)
+    throw Error("KV cache dtype must be f32 or f16, not " + std::string(dtype_name(dtype)));
+  if (n_layers < 1 || n_kv_heads < 1 || head_dim < 1) throw Error("KV cache: bad dimensions");
+  k_.resize(size_t(n_layers));
+  v_.resize(size_t(n_layers));
+}
+
+void ContiguousKvCache::reserve(int64_t n_tokens, int64_t /*write_from: nothing is shared*/) {
+  if (n_tokens <= capacity_) return;
+  if (max_tokens_ > 0 && n_tokens > max_tokens_)
+    throw Error(fmt::format("a sequence of {} tokens exceeds the model's {} positions", n_tokens,
+                            max_tokens_));
+  if (n_tokens > int64_t(std::numeric_limits<int32_t>::max()))
+    throw Error(fmt::format("a sequence of {} tokens is too long", n_tokens));
+  int64_t cap = std::max<int64_t>({n_tokens, 2 * capacity_, 64});
+  if (max_tokens_ > 0) cap = std::min(cap, max_tokens_);
+  cap = std::min<int64_t>(cap, std::numeric_limits<int32_t>::max());
+  const size_t row = row_bytes(dtype_, n_kv_heads_ * head_dim_);
+  for (int64_t l = 0; l < n_layers_; ++l) {
+    for (auto* bufs : {&k_, &v_}) {
+      auto nb = std::make_unique<HostBuffer>(row * size_t(cap));
+      if ((*bufs)[size_t(l)])
+        std::memcpy(nb->data(), (*bufs)[size_t(l)]->data(), row * size_t(capacity_));
+      (*bufs)[size_t(l)] = std::move(nb);
+    }
+  }
+  capacity_ = cap;
+}
+
+ops::KvPool ContiguousKvCache::pool(int64_t layer) const {
+  if (layer < 0 || layer >= n_layers_ || capacity_ == 0)
+    throw Error("KV cache: no storage for layer " + std::to_string(layer));
+  ops::KvPool p;
+  p.k = Tensor::view(k_[size_t(layer)]->data(), dtype_, {1, capacity_, n_kv_heads_, head_dim_});
+  p.v = Tensor::view(v_[size_t(layer)]->data(), dtype_, {1, capacity_, n_kv_heads_, head_dim_});
+  return p;
+}
+
+std::span<const int32_t> ContiguousKvCache::block_table() const {
+  return capacity_ > 0 ? std::span<const int32_t>(table_, 1) : std::span<const int32_t>();
+}
+
+// ---------------------------------------------------------------------------
 // Pool
 
 PagedKvCache::PagedKvCache(const KvCacheOptions& options) : o_(options) {
@@ -96,6 +148,9 @@ PagedKvCache::PagedKvCache(const KvCacheOptions& options) : o_(options) {
     k_.push_back(std::make_unique<HostBuffer>(layer_bytes));
     v_.push_back(std::make_unique<HostBuffer>(layer_bytes));
   }
+  max_table_ = o_.n_blocks;
+  if (o_.max_seq_tokens > 0)
+    max_table_ = std::min(max_table_, (o_.max_seq_tokens + o_.block_size - 1) / o_.block_size);
   refs_.assign(size_t(o_.n_blocks), 0);
   free_.reserve(size_t(o_.n_blocks));
   // Lowest ids on top of the stack, so a fresh pool hands out 0, 1, 2, ...
@@ -148,6 +203,9 @@ PagedKvCache::SeqId PagedKvCache::add_sequence() {
   s.alive = true;
   s.n_tokens = 0;
   s.blocks.clear();
+  // The table never reallocates while the sequence grows (a decode step
+  // allocates nothing).
+  s.blocks.reserve(size_t(std::min<int64_t>(max_table_, int64_t(1) << 16)));
   return id;
 }
 
@@ -161,7 +219,7 @@ PagedKvCache::SeqId PagedKvCache::fork(SeqId parent, int64_t n_tokens) {
   std::vector<int32_t> shared(p.blocks.begin(), p.blocks.begin() + ptrdiff_t(nb));
   const SeqId id = add_sequence();  // may move seqs_: `p` is not used past here
   Seq& s = seqs_[size_t(id)];
-  s.blocks = std::move(shared);
+  s.blocks.assign(shared.begin(), shared.end());
   s.n_tokens = n_tokens;
   for (int32_t b : s.blocks) ++refs_[size_t(b)];
   return id;
@@ -183,25 +241,32 @@ bool PagedKvCache::alive(SeqId seq) const {
 
 size_t PagedKvCache::n_sequences() const { return seqs_.size() - free_ids_.size(); }
 
-void PagedKvCache::reserve(SeqId seq, int64_t n_tokens) {
+void PagedKvCache::reserve(SeqId seq, int64_t n_tokens, int64_t write_from) {
   Seq& s = get(seq, "reserve");
-  if (n_tokens <= s.n_tokens) return;
-  if (o_.max_seq_tokens > 0 && n_tokens > o_.max_seq_tokens)
-    throw ContextFull(seq, n_tokens, o_.max_seq_tokens);
-  if (n_tokens > int64_t(std::numeric_limits<int32_t>::max()))
-    throw ContextFull(seq, n_tokens, std::numeric_limits<int32_t>::max());
+  if (write_from < 0 || write_from > s.n_tokens) write_from = s.n_tokens;
+  if (n_tokens > s.n_tokens) {
+    if (o_.max_seq_tokens > 0 && n_tokens > o_.max_seq_tokens)
+      throw ContextFull(seq, n_tokens, o_.max_seq_tokens);
+    if (n_tokens > int64_t(std::numeric_limits<int32_t>::max()))
+      throw ContextFull(seq, n_tokens, std::numeric_limits<int32_t>::max());
+  }
+  const int64_t end = std::max(n_tokens, s.n_tokens);
+  if (write_from >= n_tokens && end == s.n_tokens) return;
   const int64_t have = int64_t(s.blocks.size());
-  const int64_t want = (n_tokens + o_.block_size - 1) / o_.block_size;
-  // The new positions start inside the last block when it is partly filled;
-  // if that block is shared it must be copied before anyone writes there.
-  const int64_t first = s.n_tokens / o_.block_size;
-  const bool cow =
-      s.n_tokens % o_.block_size != 0 && first < have && refs_[size_t(s.blocks[size_t(first)])] > 1;
-  const int64_t needed = (want - have) + (cow ? 1 : 0);
+  const int64_t want = (end + o_.block_size - 1) / o_.block_size;
+  // Blocks already held that the written range touches must be this
+  // sequence's alone before anyone writes there (after a fork, the partly
+  // filled last block is shared).
+  const int64_t first = write_from / o_.block_size;
+  const int64_t last =
+      write_from < n_tokens ? std::min(have, (n_tokens + o_.block_size - 1) / o_.block_size) : 0;
+  int64_t shared = 0;
+  for (int64_t i = first; i < last; ++i) shared += refs_[size_t(s.blocks[size_t(i)])] > 1;
+  const int64_t needed = (want - have) + shared;
   if (needed > free_blocks()) throw KvCacheFull(seq, needed, free_blocks());
-  if (cow) make_writable(seq, s, first);
+  for (int64_t i = first; i < last; ++i) make_writable(seq, s, i);
   while (int64_t(s.blocks.size()) < want) s.blocks.push_back(take_block());
-  s.n_tokens = n_tokens;
+  s.n_tokens = end;
 }
 
 void PagedKvCache::truncate(SeqId seq, int64_t n_tokens) {
@@ -233,7 +298,7 @@ void PagedKvCache::make_writable(SeqId id, Seq& s, int64_t block_index) {
 
 void PagedKvCache::store(Context& ctx, SeqId seq, int64_t layer, int64_t pos0, const Tensor& k,
                          const Tensor& v) {
-  Seq& s = get(seq, "store");
+  const Seq& s = get(seq, "store");
   expect_ndim(k, 3, "KV cache store", "k");
   expect_ndim(v, 3, "KV cache store", "v");
   const int64_t n = k.dim(0);
@@ -247,60 +312,31 @@ void PagedKvCache::store(Context& ctx, SeqId seq, int64_t layer, int64_t pos0, c
                     "reserved tokens",
                     layer, pos0, pos0 + n, seq, s.n_tokens));
   const int64_t bs = o_.block_size;
-  for (int64_t i = 0; i < n;) {
-    const int64_t pos = pos0 + i, bi = pos / bs, off = pos % bs;
-    const int64_t cnt = std::min(n - i, bs - off);
-    make_writable(seq, s, bi);
-    const size_t at = (size_t(s.blocks[size_t(bi)]) * size_t(bs) + size_t(off)) * row_bytes_;
-    auto dst = [&](const std::unique_ptr<HostBuffer>& buf) {
-      return Tensor::view(static_cast<uint8_t*>(buf->data()) + at, o_.dtype,
-                          {cnt, o_.n_kv_heads, o_.head_dim});
-    };
-    ops::convert(ctx, k.slice(0, i, i + cnt), dst(k_[size_t(layer)]));
-    ops::convert(ctx, v.slice(0, i, i + cnt), dst(v_[size_t(layer)]));
-    i += cnt;
+  std::vector<int32_t> slots(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t pos = pos0 + i;
+    const int32_t blk = s.blocks[size_t(pos / bs)];
+    if (refs_[size_t(blk)] > 1)
+      throw Error(fmt::format("KV cache store: position {} of sequence {} is in shared block {}; "
+                              "reserve it for writing first",
+                              pos, seq, blk));
+    slots[size_t(i)] = int32_t(int64_t(blk) * bs + pos % bs);
   }
+  ops::kv_store(ctx, k, v, pool(layer), Tensor::view(slots.data(), DType::I32, {n}));
 }
 
-Tensor PagedKvCache::rows(const std::vector<std::unique_ptr<HostBuffer>>& pool, SeqId seq,
-                          int64_t layer, int64_t pos0, int64_t n) {
-  Seq& s = get(seq, "keys/values");
-  const int64_t bs = o_.block_size;
-  if (layer < 0 || layer >= o_.n_layers || pos0 < 0 || n < 1 || pos0 > s.n_tokens - n)
-    throw Error(
-        fmt::format("KV cache: layer {} positions [{}, {}) outside sequence {} of {} "
-                    "reserved tokens",
-                    layer, pos0, pos0 + n, seq, s.n_tokens));
-  if (pos0 / bs != (pos0 + n - 1) / bs)
-    throw Error(fmt::format("KV cache: positions [{}, {}) span blocks of {}; use store()", pos0,
-                            pos0 + n, bs));
-  make_writable(seq, s, pos0 / bs);
-  const size_t at =
-      (size_t(s.blocks[size_t(pos0 / bs)]) * size_t(bs) + size_t(pos0 % bs)) * row_bytes_;
-  return Tensor::view(static_cast<uint8_t*>(pool[size_t(layer)]->data()) + at, o_.dtype,
-                      {n, o_.n_kv_heads, o_.head_dim});
-}
-
-Tensor PagedKvCache::keys(SeqId seq, int64_t layer, int64_t pos0, int64_t n) {
-  return rows(k_, seq, layer, pos0, n);
-}
-
-Tensor PagedKvCache::values(SeqId seq, int64_t layer, int64_t pos0, int64_t n) {
-  return rows(v_, seq, layer, pos0, n);
-}
-
-ops::KvView PagedKvCache::view(SeqId seq, int64_t layer) {
-  const Seq& s = get(seq, "view");
+ops::KvPool PagedKvCache::pool(int64_t layer) const {
   if (layer < 0 || layer >= o_.n_layers)
-    throw Error(fmt::format("KV cache view: no layer {} (the cache has {})", layer, o_.n_layers));
-  ops::KvView v;
-  v.k = Tensor::view(k_[size_t(layer)]->data(), o_.dtype,
+    throw Error(fmt::format("KV cache: no layer {} (the cache has {})", layer, o_.n_layers));
+  ops::KvPool p;
+  p.k = Tensor::view(k_[size_t(layer)]->data(), o_.dtype,
                      {o_.n_blocks, o_.block_size, o_.n_kv_heads, o_.head_dim});
-  v.v = Tensor::view(v_[size_t(layer)]->data(), o_.dtype,
+  p.v = Tensor::view(v_[size_t(layer)]->data(), o_.dtype,
                      {o_.n_blocks, o_.block_size, o_.n_kv_heads, o_.head_dim});
-  v.block_table = s.blocks;
-  return v;
+  return p;
 }
+
+int64_t PagedKvCache::seq_capacity() const { return max_table_ * o_.block_size; }
 
 int32_t PagedKvCache::ref_count(int32_t block) const {
   if (block < 0 || block >= o_.n_blocks)

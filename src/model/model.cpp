@@ -133,73 +133,6 @@ void write_npy(const std::string& path, const Tensor& t) {
 }  // namespace
 
 // ---------------------------------------------------------------------------
-// KV cache
-
-void KvCache::store(Context& ctx, int64_t layer, int64_t pos0, const Tensor& k, const Tensor& v) {
-  ops::convert(ctx, k, keys(layer, pos0, k.dim(0)));
-  ops::convert(ctx, v, values(layer, pos0, v.dim(0)));
-}
-
-ContiguousKvCache::ContiguousKvCache(int64_t n_layers, int64_t n_kv_heads, int64_t head_dim,
-                                     DType dtype, int64_t max_tokens)
-    : n_layers_(n_layers),
-      n_kv_heads_(n_kv_heads),
-      head_dim_(head_dim),
-      max_tokens_(max_tokens),
-      dtype_(dtype) {
-  if (dtype != DType::F32 && dtype != DType::F16)
-    throw Error("KV cache dtype must be f32 or f16, not " + std::string(dtype_name(dtype)));
-  if (n_layers < 1 || n_kv_heads < 1 || head_dim < 1) throw Error("KV cache: bad dimensions");
-  k_.resize(size_t(n_layers));
-  v_.resize(size_t(n_layers));
-}
-
-void ContiguousKvCache::reserve(int64_t n_tokens) {
-  if (n_tokens <= capacity_) return;
-  if (max_tokens_ > 0 && n_tokens > max_tokens_)
-    throw Error(fmt::format("a sequence of {} tokens exceeds the model's {} positions", n_tokens,
-                            max_tokens_));
-  int64_t cap = std::max<int64_t>({n_tokens, 2 * capacity_, 64});
-  if (max_tokens_ > 0) cap = std::min(cap, max_tokens_);
-  const size_t row = row_bytes(dtype_, n_kv_heads_ * head_dim_);
-  for (int64_t l = 0; l < n_layers_; ++l) {
-    for (auto* bufs : {&k_, &v_}) {
-      auto nb = std::make_unique<HostBuffer>(row * size_t(cap));
-      if ((*bufs)[size_t(l)])
-        std::memcpy(nb->data(), (*bufs)[size_t(l)]->data(), row * size_t(capacity_));
-      (*bufs)[size_t(l)] = std::move(nb);
-    }
-  }
-  capacity_ = cap;
-}
-
-Tensor ContiguousKvCache::slot(std::vector<std::unique_ptr<HostBuffer>>& bufs, int64_t layer,
-                               int64_t pos0, int64_t n) {
-  if (layer < 0 || layer >= n_layers_ || pos0 < 0 || n < 0 || pos0 + n > capacity_)
-    throw Error(fmt::format("KV cache: layer {} positions [{}, {}) outside the cache of {}", layer,
-                            pos0, pos0 + n, capacity_));
-  const size_t row = row_bytes(dtype_, n_kv_heads_ * head_dim_);
-  auto* base = static_cast<uint8_t*>(bufs[size_t(layer)]->data());
-  return Tensor::view(base + row * size_t(pos0), dtype_, {n, n_kv_heads_, head_dim_});
-}
-
-Tensor ContiguousKvCache::keys(int64_t layer, int64_t pos0, int64_t n) {
-  return slot(k_, layer, pos0, n);
-}
-Tensor ContiguousKvCache::values(int64_t layer, int64_t pos0, int64_t n) {
-  return slot(v_, layer, pos0, n);
-}
-
-ops::KvView ContiguousKvCache::view(int64_t layer) {
-  if (layer < 0 || layer >= n_layers_ || capacity_ == 0)
-    throw Error("KV cache: no storage for layer " + std::to_string(layer));
-  ops::KvView v;
-  v.k = Tensor::view(k_[size_t(layer)]->data(), dtype_, {1, capacity_, n_kv_heads_, head_dim_});
-  v.v = Tensor::view(v_[size_t(layer)]->data(), dtype_, {1, capacity_, n_kv_heads_, head_dim_});
-  return v;
-}
-
-// ---------------------------------------------------------------------------
 // Model
 
 // Batched decode gives products of a few to a few dozen rows.  The
@@ -238,7 +171,20 @@ struct Model::Impl {
   std::vector<std::array<Tensor, model::kNumSlots>> layers;
   std::unique_ptr<Tokenizer> tokenizer;
   std::unique_ptr<Context> ctx;
-  std::vector<float> alibi;  // [n_heads] or empty
+  std::vector<float> alibi;      // [n_heads] or empty
+  std::vector<float> rope_freq;  // [rot_dim / 2] (dynamic scaling: within the trained context)
+  // Per-step state, kept so that a step no larger than those before it
+  // allocates nothing.
+  struct Group {  // consecutive batch items sharing one KV pool
+    const void* pool_id;
+    size_t begin, end;
+    int64_t max_blocks;
+    size_t at;  // its block tables, lengths and starts in `meta`
+    ops::KvBatch batch;
+  };
+  std::vector<Group> groups;
+  std::vector<int32_t> meta;
+  std::vector<int64_t> offset;
   std::string dump_dir;
   int64_t calls = 0;
   std::unique_ptr<HostBuffer> ws;  // activations workspace
@@ -251,7 +197,8 @@ struct Model::Impl {
   bool ignorable(const std::string& name) const;
   void bind(std::optional<DType> dtype, const std::function<void(double)>& progress = {});
   void norm(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& y);
-  void dump(const Tensor& t, const std::string& name, int64_t layer = -1);
+  void dump(const Tensor& t, const char* name, int64_t layer = -1);
+  void prepare();  // tables computed once the weights are bound
   void forward(std::span<const Model::BatchItem> items);
 };
 
@@ -405,7 +352,13 @@ void Model::Impl::norm(const Tensor& x, const Tensor& w, const Tensor& b, const 
     ops::layernorm(*ctx, x, &w, opt(b), y, cfg.norm_eps);
 }
 
-void Model::Impl::dump(const Tensor& t, const std::string& name, int64_t layer) {
+void Model::Impl::prepare() {
+  if (cfg.position == PositionKind::Alibi) alibi = ops::alibi_slopes(cfg.n_heads);
+  if (cfg.position == PositionKind::Rope) rope_freq = ops::rope_inv_freq(cfg.rope, 0);
+  groups.reserve(8);
+}
+
+void Model::Impl::dump(const Tensor& t, const char* name, int64_t layer) {
   if (dump_dir.empty()) return;
   const std::string file = layer >= 0
                                ? fmt::format("{}/{:04d}-{}-{}.npy", dump_dir, calls, name, layer)
@@ -439,28 +392,37 @@ void Model::Impl::forward(std::span<const Model::BatchItem> items) {
     n += ni;
     if (it.logits || it.hidden) R += it.which == Logits::All ? ni : 1;
   }
-  for (const Model::BatchItem& it : items) it.cache->reserve(it.pos0 + int64_t(it.ids.size()));
+  // The only step that may allocate or copy cache memory: growth and
+  // copy-on-write happen here, before the first op.
+  int64_t max_capacity = 0;
+  for (const Model::BatchItem& it : items) {
+    it.cache->reserve(it.pos0 + int64_t(it.ids.size()), it.pos0);
+    max_capacity = std::max(max_capacity, it.cache->capacity());
+  }
 
   const int64_t H = c.hidden_size, E = c.embed_dim, QD = c.n_heads * c.head_dim;
   const int64_t KD = c.n_kv_heads * c.head_dim, F = c.ffn_dim, V = c.vocab_size;
+  const bool fused = c.qkv_layout != QkvLayout::Separate;
 
-  // Workspace: one arena, carved into named buffers.
+  // Workspace: one arena, carved into named buffers.  It grows only when a
+  // step is larger than every step before it.
   struct Part {
     float** ptr;
     int64_t floats;
   };
-  float *x, *t, *a, *emb, *en, *q, *k, *v, *att, *qkv, *u, *g, *pe, *hx, *hn, *he, *lg;
+  float *x, *t, *a, *en, *q, *k, *v, *att, *qkv, *u, *g, *pe, *hx, *hn, *he, *lg;
   const Part parts[] = {
       {&x, n * H},
       {&t, n * H},
       {&a, n * H},
-      {&emb, n * E},
-      {&en, c.embedding_norm == EmbeddingNorm::LayerNorm ? n * E : 0},
-      {&q, n * QD},
-      {&k, n * KD},
-      {&v, n * KD},
+      {&en, c.embedding_norm == EmbeddingNorm::None && c.projection == EmbeddingProjection::None
+                ? 0
+                : 2 * n * E},
+      {&q, fused ? 0 : n * QD},
+      {&k, fused ? 0 : n * KD},
+      {&v, fused ? 0 : n * KD},
       {&att, n * QD},
-      {&qkv, c.qkv_layout != QkvLayout::Separate ? n * 3 * QD : 0},
+      {&qkv, fused ? n * 3 * QD : 0},
       {&u, n * F},
       {&g, c.mlp == MlpKind::Gated ? n * F : 0},
       {&pe, c.position == PositionKind::Learned ? n * H : 0},
@@ -482,56 +444,143 @@ void Model::Impl::forward(std::span<const Model::BatchItem> items) {
       base += (size_t(p.floats) + 15) / 16 * 16;
     }
   }
-  // Token rows of every item, one after another.
-  std::vector<int32_t> ids(static_cast<size_t>(n)), positions(static_cast<size_t>(n));
-  std::vector<int64_t> offset(items.size() + 1, 0);
+  // Attention's score rows for the longest sequence the caches can hold.
+  cx.scratch(size_t(cx.pool.size()) * size_t(max_capacity));
+
+  // The step's integer inputs, in one i32 arena (on a GPU, one upload):
+  // ids and positions [n], position-table rows [n] (learned positions), the
+  // rows the head reads [R], and per group of items sharing a KV pool its
+  // slot mapping, block tables, sequence lengths and query starts.
+  groups.clear();
+  for (size_t b = 0; b < items.size(); ++b) {
+    const void* id = items[b].cache->pool_id();
+    if (groups.empty() || groups.back().pool_id != id) groups.push_back({id, b, b, 0, 0, {}});
+    Group& gr = groups.back();
+    gr.end = b + 1;
+    // Tables as wide as the longest sequence the caches can hold, so that the
+    // step's inputs keep their shapes (and addresses) while sequences grow.
+    const KvCache& kc = *items[b].cache;
+    const int64_t bs = kc.pool(0).k.dim(1);
+    gr.max_blocks = std::max(gr.max_blocks, (kc.capacity() + bs - 1) / bs);
+  }
+  const int64_t n_pos_rows = c.position == PositionKind::Learned ? n : 0;
+  size_t meta_n = size_t(2 * n + n_pos_rows + R);
+  for (Group& gr : groups) {
+    const int64_t nb = int64_t(gr.end - gr.begin);
+    gr.at = meta_n;
+    meta_n += size_t(nb * gr.max_blocks + nb + nb + 1);  // tables, lengths, starts
+  }
+  meta_n += size_t(n);  // slots
+  meta.resize(meta_n);
+  int32_t* m = meta.data();
+  int32_t* ids = m;
+  int32_t* positions = m + n;
+  int32_t* pos_rows = m + 2 * n;
+  int32_t* head_rows = pos_rows + n_pos_rows;
+  int32_t* slots = m + meta_n - size_t(n);
+  offset.resize(items.size() + 1);
+  offset[0] = 0;
   for (size_t b = 0; b < items.size(); ++b) {
     const int64_t ni = int64_t(items[b].ids.size());
     for (int64_t i = 0; i < ni; ++i) {
-      ids[size_t(offset[b] + i)] = items[b].ids[size_t(i)];
-      positions[size_t(offset[b] + i)] = int32_t(items[b].pos0 + i);
+      ids[offset[b] + i] = items[b].ids[size_t(i)];
+      positions[offset[b] + i] = int32_t(items[b].pos0 + i);
     }
     offset[b + 1] = offset[b] + ni;
   }
+  for (int64_t i = 0; i < n_pos_rows; ++i)
+    pos_rows[i] = positions[i] + int32_t(c.position_offset);
+  {
+    int64_t r = 0;
+    for (size_t b = 0; b < items.size(); ++b) {
+      const Model::BatchItem& it = items[b];
+      if (!it.logits && !it.hidden) continue;
+      const int64_t first = it.which == Logits::All ? offset[b] : offset[b + 1] - 1;
+      for (int64_t i = first; i < offset[b + 1]; ++i) head_rows[r++] = int32_t(i);
+    }
+  }
+  for (Group& gr : groups) {
+    const int64_t nb = int64_t(gr.end - gr.begin);
+    int32_t* tables = m + gr.at;
+    int32_t* lens = tables + nb * gr.max_blocks;
+    int32_t* starts = lens + nb;
+    starts[0] = 0;
+    for (int64_t j = 0; j < nb; ++j) {
+      const Model::BatchItem& it = items[gr.begin + size_t(j)];
+      const std::span<const int32_t> table = it.cache->block_table();
+      const int64_t bs = it.cache->pool(0).k.dim(1);
+      const int64_t ni = int64_t(it.ids.size());
+      std::fill(tables + j * gr.max_blocks, tables + (j + 1) * gr.max_blocks, 0);
+      std::copy(table.begin(), table.end(), tables + j * gr.max_blocks);
+      lens[j] = int32_t(it.pos0 + ni);
+      starts[j + 1] = starts[j] + int32_t(ni);
+      for (int64_t i = 0; i < ni; ++i) {
+        const int64_t p = it.pos0 + i;
+        slots[offset[gr.begin + size_t(j)] + i] = int32_t(int64_t(table[size_t(p / bs)]) * bs + p % bs);
+      }
+    }
+    gr.batch.block_tables = Tensor::view(tables, DType::I32, {nb, gr.max_blocks});
+    gr.batch.seq_lens = Tensor::view(lens, DType::I32, {nb});
+    gr.batch.query_starts = Tensor::view(starts, DType::I32, {nb + 1});
+  }
+  auto i32 = [](int32_t* p, int64_t len) { return Tensor::view(p, DType::I32, {len}); };
 
   const Tensor X = view2(x, n, H), T = view2(t, n, H), A = view2(a, n, H);
 
-  // Embeddings.
-  const Tensor EMB = view2(emb, n, E);
-  ops::embedding(cx, G(Slot::TokenEmbedding), ids, EMB);
-  if (c.embedding_norm == EmbeddingNorm::LayerNorm) {
-    const Tensor EMB2 = c.projection == EmbeddingProjection::None ? X : view2(en, n, E);
-    ops::layernorm(cx, EMB, &G(Slot::EmbeddingNormWeight), &G(Slot::EmbeddingNormBias), EMB2,
-                   c.norm_eps);
-    if (c.projection == EmbeddingProjection::InOut)
-      ops::matmul(cx, EMB2, G(Slot::ProjectIn), nullptr, X);
-  } else if (c.projection == EmbeddingProjection::InOut) {
-    ops::matmul(cx, EMB, G(Slot::ProjectIn), nullptr, X);
+  // Embeddings, straight into the residual stream when nothing follows them.
+  if (c.embedding_norm == EmbeddingNorm::None && c.projection == EmbeddingProjection::None) {
+    ops::embedding(cx, G(Slot::TokenEmbedding), i32(ids, n), X);
   } else {
-    std::memcpy(x, emb, size_t(n * H) * sizeof(float));
+    const Tensor EMB = view2(en, n, E);
+    ops::embedding(cx, G(Slot::TokenEmbedding), i32(ids, n), EMB);
+    if (c.embedding_norm == EmbeddingNorm::LayerNorm) {
+      const Tensor EMB2 = c.projection == EmbeddingProjection::None ? X : view2(en + n * E, n, E);
+      ops::layernorm(cx, EMB, &G(Slot::EmbeddingNormWeight), &G(Slot::EmbeddingNormBias), EMB2,
+                     c.norm_eps);
+      if (c.projection == EmbeddingProjection::InOut)
+        ops::matmul(cx, EMB2, G(Slot::ProjectIn), nullptr, X);
+    } else {
+      ops::matmul(cx, EMB, G(Slot::ProjectIn), nullptr, X);
+    }
   }
   if (c.position == PositionKind::Learned) {
-    std::vector<int32_t> rows(positions);
-    for (int32_t& r : rows) r += int32_t(c.position_offset);
     const Tensor PE = view2(pe, n, H);
-    ops::embedding(cx, G(Slot::PositionEmbedding), rows, PE);
+    ops::embedding(cx, G(Slot::PositionEmbedding), i32(pos_rows, n), PE);
     ops::add(cx, X, PE, X);
   }
   dump(X, "inp_embd");
 
-  // RoPE frequencies per item: dynamic scaling depends on the sequence length.
-  std::vector<std::vector<float>> inv_freq(items.size());
-  if (c.position == PositionKind::Rope) {
-    for (size_t b = 0; b < items.size(); ++b) {
-      const int64_t len = items[b].pos0 + int64_t(items[b].ids.size());
-      if (b > 0 && c.rope.scaling != RopeScaling::Dynamic)
-        inv_freq[b] = inv_freq[0];
-      else
-        inv_freq[b] = ops::rope_inv_freq(c.rope, len);
-    }
-  }
-  const std::span<const float> slopes(alibi);
+  // RoPE frequencies: fixed, except under dynamic scaling for a sequence
+  // longer than the trained context (then per item).
+  bool per_item_rope = false;
+  if (c.position == PositionKind::Rope && c.rope.scaling == RopeScaling::Dynamic)
+    for (const Model::BatchItem& it : items)
+      per_item_rope = per_item_rope || it.pos0 + int64_t(it.ids.size()) > c.rope.max_positions;
+  const Tensor freq =
+      rope_freq.empty() ? Tensor() : Tensor::view(rope_freq.data(), DType::F32, {int64_t(rope_freq.size())});
+  const Tensor slopes =
+      alibi.empty() ? Tensor() : Tensor::view(alibi.data(), DType::F32, {int64_t(alibi.size())});
   const float theta_scale = c.position == PositionKind::Rope ? ops::rope_theta_scale(c.rope) : 0.0f;
+
+  // q, k, v [n, heads, head_dim]: views into the fused product where there is one.
+  const int64_t hd = c.head_dim, f4 = sizeof(float);
+  Tensor Q3, K3, V3;
+  if (c.qkv_layout == QkvLayout::Separate) {
+    Q3 = view3(q, n, c.n_heads, hd);
+    K3 = view3(k, n, c.n_kv_heads, hd);
+    V3 = view3(v, n, c.n_kv_heads, hd);
+  } else if (c.qkv_layout == QkvLayout::FusedBlocks) {
+    // [n, 3, QD]: token rows of 3 * QD.
+    Q3 = view3(qkv, n, c.n_heads, hd).with_strides({3 * QD * f4, hd * f4, f4});
+    K3 = view3(qkv + QD, n, c.n_kv_heads, hd).with_strides({3 * QD * f4, hd * f4, f4});
+    V3 = view3(qkv + 2 * QD, n, c.n_kv_heads, hd).with_strides({3 * QD * f4, hd * f4, f4});
+  } else {
+    // [n, heads, 3, head_dim].
+    Q3 = view3(qkv, n, c.n_heads, hd).with_strides({3 * QD * f4, 3 * hd * f4, f4});
+    K3 = view3(qkv + hd, n, c.n_kv_heads, hd).with_strides({3 * QD * f4, 3 * hd * f4, f4});
+    V3 = view3(qkv + 2 * hd, n, c.n_kv_heads, hd).with_strides({3 * QD * f4, 3 * hd * f4, f4});
+  }
+  const Tensor ATT3 = view3(att, n, c.n_heads, hd);
 
   for (int64_t l = 0; l < c.n_layers; ++l) {
     // Attention block.
@@ -540,49 +589,36 @@ void Model::Impl::forward(std::span<const Model::BatchItem> items) {
       norm(X, W(l, Slot::AttnNormWeight), W(l, Slot::AttnNormBias), T);
       dump(T, "attn_norm", l);
     }
-    const Tensor Q3 = view3(q, n, c.n_heads, c.head_dim);
-    const Tensor K3 = view3(k, n, c.n_kv_heads, c.head_dim);
-    const Tensor V3 = view3(v, n, c.n_kv_heads, c.head_dim);
     if (c.qkv_layout == QkvLayout::Separate) {
       ops::matmul(cx, IN, W(l, Slot::QWeight), opt(W(l, Slot::QBias)), view2(q, n, QD));
       ops::matmul(cx, IN, W(l, Slot::KWeight), opt(W(l, Slot::KBias)), view2(k, n, KD));
       ops::matmul(cx, IN, W(l, Slot::VWeight), opt(W(l, Slot::VBias)), view2(v, n, KD));
-    } else if (c.qkv_layout == QkvLayout::FusedBlocks) {
-      ops::matmul(cx, IN, W(l, Slot::QkvWeight), opt(W(l, Slot::QkvBias)), view2(qkv, n, 3 * QD));
-      // [n, 3, QD] -> q, k, v [n, QD]
-      const size_t bytes = size_t(QD) * sizeof(float);
-      for (int64_t i = 0; i < n; ++i) {
-        const float* src = qkv + i * 3 * QD;
-        std::memcpy(q + i * QD, src, bytes);
-        std::memcpy(k + i * QD, src + QD, bytes);
-        std::memcpy(v + i * QD, src + 2 * QD, bytes);
-      }
     } else {
       ops::matmul(cx, IN, W(l, Slot::QkvWeight), opt(W(l, Slot::QkvBias)), view2(qkv, n, 3 * QD));
-      // [n, heads, 3, head_dim] -> q, k, v [n, heads, head_dim]
-      const int64_t hd = c.head_dim;
-      const size_t bytes = size_t(hd) * sizeof(float);
-      for (int64_t i = 0; i < n; ++i)
-        for (int64_t h = 0; h < c.n_heads; ++h) {
-          const float* src = qkv + (i * c.n_heads + h) * 3 * hd;
-          std::memcpy(q + (i * c.n_heads + h) * hd, src, bytes);
-          std::memcpy(k + (i * c.n_heads + h) * hd, src + hd, bytes);
-          std::memcpy(v + (i * c.n_heads + h) * hd, src + 2 * hd, bytes);
-        }
     }
-    const Tensor ATT3 = view3(att, n, c.n_heads, c.head_dim);
-    for (size_t b = 0; b < items.size(); ++b) {
-      const Model::BatchItem& it = items[b];
-      const int64_t o0 = offset[b], o1 = offset[b + 1];
-      const Tensor Qb = Q3.slice(0, o0, o1), Kb = K3.slice(0, o0, o1);
-      if (c.position == PositionKind::Rope) {
-        const std::span<const int32_t> pos(positions.data() + o0, size_t(o1 - o0));
-        ops::rope(cx, Qb, pos, inv_freq[b], c.rope_style, theta_scale);
-        ops::rope(cx, Kb, pos, inv_freq[b], c.rope_style, theta_scale);
+    if (c.position == PositionKind::Rope) {
+      if (!per_item_rope) {
+        ops::rope(cx, Q3, i32(positions, n), freq, c.rope_style, theta_scale);
+        ops::rope(cx, K3, i32(positions, n), freq, c.rope_style, theta_scale);
+      } else {
+        for (size_t b = 0; b < items.size(); ++b) {
+          const int64_t o0 = offset[b], o1 = offset[b + 1];
+          const std::vector<float> f = ops::rope_inv_freq(c.rope, items[b].pos0 + (o1 - o0));
+          const Tensor fb = Tensor::view(const_cast<float*>(f.data()), DType::F32, {int64_t(f.size())});
+          const Tensor pb = i32(positions + o0, o1 - o0);
+          ops::rope(cx, Q3.slice(0, o0, o1), pb, fb, c.rope_style, theta_scale);
+          ops::rope(cx, K3.slice(0, o0, o1), pb, fb, c.rope_style, theta_scale);
+        }
       }
-      it.cache->store(cx, l, it.pos0, Kb, V3.slice(0, o0, o1));
-      ops::attention(cx, Qb, it.cache->view(l), it.pos0, c.attn_scale, slopes,
-                     ATT3.slice(0, o0, o1));
+    }
+    // One cache write and one attention call per group of items sharing a
+    // pool (the whole batch for the scheduler's paged cache).
+    for (const Group& gr : groups) {
+      const int64_t o0 = offset[gr.begin], o1 = offset[gr.end];
+      const ops::KvPool pool = items[gr.begin].cache->pool(l);
+      ops::kv_store(cx, K3.slice(0, o0, o1), V3.slice(0, o0, o1), pool, i32(slots + o0, o1 - o0));
+      ops::attention(cx, Q3.slice(0, o0, o1), pool, gr.batch, c.attn_scale,
+                     slopes.empty() ? nullptr : &slopes, ATT3.slice(0, o0, o1));
     }
     ops::matmul(cx, view2(att, n, QD), W(l, Slot::OutWeight), opt(W(l, Slot::OutBias)), A);
     dump(A, "attn_out", l);
@@ -621,16 +657,8 @@ void Model::Impl::forward(std::span<const Model::BatchItem> items) {
 
   // Head: only the rows whose logits or hidden states are wanted, gathered.
   if (R > 0) {
-    int64_t r = 0;
-    for (size_t b = 0; b < items.size(); ++b) {
-      const Model::BatchItem& it = items[b];
-      if (!it.logits && !it.hidden) continue;
-      const int64_t first = it.which == Logits::All ? offset[b] : offset[b + 1] - 1;
-      const int64_t rows = offset[b + 1] - first;
-      std::memcpy(hx + r * H, x + first * H, size_t(rows * H) * sizeof(float));
-      r += rows;
-    }
     Tensor HR = view2(hx, R, H);
+    ops::embedding(cx, X, i32(head_rows, R), HR);
     if (c.final_norm == FinalNorm::Present) {
       const Tensor HN = view2(hn, R, H);
       norm(HR, G(Slot::FinalNormWeight), G(Slot::FinalNormBias), HN);
@@ -651,7 +679,8 @@ void Model::Impl::forward(std::span<const Model::BatchItem> items) {
       ops::matmul(cx, HR, G(Slot::LmHead), nullptr, L);
       dump(L, "result_output");
     }
-    r = 0;
+    // The results the caller asked for are the only data read back.
+    int64_t r = 0;
     for (const Model::BatchItem& it : items) {
       if (!it.logits && !it.hidden) continue;
       const int64_t rows = it.which == Logits::All ? int64_t(it.ids.size()) : 1;
@@ -721,7 +750,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   impl->ctx = std::make_unique<Context>(threads);
   impl->ctx->gemm_min_rows = kGemmMinRows;
   impl->bind(options.dtype, options.progress);
-  if (impl->cfg.position == PositionKind::Alibi) impl->alibi = ops::alibi_slopes(impl->cfg.n_heads);
+  impl->prepare();
   const std::string tok_path =
       !options.tokenizer_path.empty() ? options.tokenizer_path : ck.tokenizer_path;
   if (!tok_path.empty())
@@ -858,7 +887,7 @@ std::unique_ptr<Model> Model::random(const ModelConfig& config, const RandomOpti
   }
   impl->bind(options.dtype);
   impl->mapped = false;
-  if (impl->cfg.position == PositionKind::Alibi) impl->alibi = ops::alibi_slopes(impl->cfg.n_heads);
+  impl->prepare();
   if (options.progress) options.progress(1.0);
   return std::unique_ptr<Model>(new Model(std::move(impl)));
 }

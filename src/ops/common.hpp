@@ -41,6 +41,20 @@ inline void vector_of(const Tensor& t, int64_t n, const char* op, const char* ar
                 t.shape_str());
 }
 
+// The data of a contiguous [n] i32 / f32 vector, checked.
+inline const int32_t* i32_vector(const Tensor& t, int64_t n, const char* op, const char* arg) {
+  expect_cpu(t, op, arg);
+  expect_dtype(t, DType::I32, op, arg);
+  if (t.ndim() != 1 || t.dim(0) != n || (n > 1 && t.stride_bytes(0) != 4))
+    throw Error(std::string(op) + ": " + arg + " must be a contiguous [" + std::to_string(n) + "] i32 vector, got " +
+                t.shape_str());
+  return t.data_as<const int32_t>();
+}
+inline const float* f32_vector(const Tensor& t, int64_t n, const char* op, const char* arg) {
+  vector_of(t, n, op, arg);
+  return t.data_as<const float>();
+}
+
 // Rows per task so that small rows are not split across threads.
 inline int64_t row_grain(int64_t n) { return n >= 4096 ? 1 : (4096 + n - 1) / (n > 0 ? n : 1); }
 

@@ -88,26 +88,29 @@ void add(Context& ctx, const Tensor& a, const Tensor& b, const Tensor& y) {
   });
 }
 
-void embedding(Context& ctx, const Tensor& table, std::span<const int32_t> ids, const Tensor& y) {
+void embedding(Context& ctx, const Tensor& table, const Tensor& ids_t, const Tensor& y) {
   expect_cpu(table, "embedding", "table");
   expect_ndim(table, 2, "embedding", "table");
   const Rows Y = rows_of(y, "embedding", "y");
   const int64_t vocab = table.dim(0), d = table.dim(1);
-  if (Y.rows != int64_t(ids.size()) || Y.n != d)
-    throw Error("embedding: y " + y.shape_str() + " must be [" + std::to_string(ids.size()) + ", " +
+  expect_ndim(ids_t, 1, "embedding", "ids");
+  const int64_t n = ids_t.dim(0);
+  const int32_t* ids = i32_vector(ids_t, n, "embedding", "ids");
+  if (Y.rows != n || Y.n != d)
+    throw Error("embedding: y " + y.shape_str() + " must be [" + std::to_string(n) + ", " +
                 std::to_string(d) + "]");
   if (table.stride_bytes(-1) != traits(table.dtype()).type_size)
     throw Error("embedding: table " + table.shape_str() + " must be contiguous in its last dimension");
   auto conv = K().to_f32[int(table.dtype())];
   if (!conv) throw Error("embedding: tables of dtype " + std::string(dtype_name(table.dtype())) + " are not supported");
-  for (size_t i = 0; i < ids.size(); ++i)
+  for (int64_t i = 0; i < n; ++i)
     if (ids[i] < 0 || ids[i] >= vocab)
       throw Error("token id " + std::to_string(ids[i]) + " is outside the vocabulary (size " +
                   std::to_string(vocab) + ")");
   const char* base = static_cast<const char*>(table.data());
   const int64_t ts = table.stride_bytes(0);
   ctx.pool.parallel_for(Y.rows, row_grain(d), [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) conv(base + ids[size_t(r)] * ts, Y.row(r), d);
+    for (int64_t r = r0; r < r1; ++r) conv(base + ids[r] * ts, Y.row(r), d);
   });
 }
 

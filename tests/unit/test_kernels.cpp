@@ -266,6 +266,7 @@ TEST_P(KernelTest, Attention) {
         AttentionArgs a{};
         a.q = q.data();
         a.q_tok_stride = c.n_heads * c.head_dim;
+        a.q_head_stride = c.head_dim;
         a.out_tok_stride = c.n_heads * c.head_dim;
         a.k = kb.data();
         a.v = vb.data();
@@ -391,6 +392,7 @@ TEST(Attention, F16OnAvx512SumsInLlamaCppOrder) {
       AttentionArgs a{};
       a.q = q.data();
       a.q_tok_stride = n_heads * D;
+      a.q_head_stride = D;
       a.out_tok_stride = n_heads * D;
       a.k = kb.data();
       a.v = vb.data();

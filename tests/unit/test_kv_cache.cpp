@@ -276,9 +276,10 @@ TEST(PagedKvCache, RandomOperationsNeverLeak) {
     const std::vector<float>& want = shadow[s];
     ASSERT_EQ(pool.n_tokens(s), int64_t(want.size()));
     for (int64_t l = 0; l < o.n_layers; ++l) {
-      const ops::KvView kv = pool.view(s, l);
+      const ops::KvPool kv = pool.pool(l);
+      const std::span<const int32_t> table = pool.block_table(s);
       for (size_t p = 0; p < want.size(); ++p) {
-        const int32_t b = kv.block_table[p / 4];
+        const int32_t b = table[p / 4];
         const float* kr = static_cast<const float*>(kv.k.select(0, b).row(int64_t(p % 4)));
         const float* vr = static_cast<const float*>(kv.v.select(0, b).row(int64_t(p % 4)));
         ASSERT_EQ(kr[0], want[p]) << "seq " << s << " layer " << l << " pos " << p;
@@ -323,20 +324,26 @@ TEST(PagedKvCache, RandomOperationsNeverLeak) {
       shadow[pick].resize(size_t(len + n));
       write(pick, len, n);
     } else if (op < 75) {
-      // Overwrite stored positions (may copy a shared block).
+      // Overwrite stored positions: reserve them for writing (which copies
+      // shared blocks, all or nothing), then write.
       const int64_t len = pool.n_tokens(pick);
       if (len == 0) continue;
       const int64_t pos0 = int64_t(rng() % uint32_t(len));
       const int64_t n = 1 + int64_t(rng() % uint32_t(std::min<int64_t>(len - pos0, 6)));
+      const int64_t free_before = pool.free_blocks();
+      const std::vector<int32_t> before(pool.block_table(pick).begin(),
+                                        pool.block_table(pick).end());
       try {
-        write(pick, pos0, n);
+        pool.reserve(pick, pos0 + n, pos0);
       } catch (const KvCacheFull&) {
         ++full_errors;
-        // Layers written before the failure hold the new tags; resync the
-        // shadow from what the cache holds by rewriting once blocks free up.
-        pool.free(pick);
-        shadow.erase(pick);
+        ASSERT_EQ(pool.free_blocks(), free_before);
+        continue;
       }
+      if (!std::equal(before.begin(), before.end(), pool.block_table(pick).begin(),
+                      pool.block_table(pick).end()))
+        ++cows;
+      write(pick, pos0, n);
     } else if (op < 82) {
       const int64_t n = int64_t(rng() % uint32_t(pool.n_tokens(pick) + 1));
       pool.truncate(pick, n);
@@ -361,6 +368,52 @@ TEST(PagedKvCache, RandomOperationsNeverLeak) {
   EXPECT_GT(full_errors, 10);
   EXPECT_GT(forks, 300);
   EXPECT_GT(cows, 20);
+}
+
+// Copy-on-write happens in reserve(), never in an accessor or a write: after
+// a fork, reading the pool and the tables changes no count, a write into the
+// shared block is refused, and reserving the range for writing copies it.
+TEST(PagedKvCache, CopyOnWriteOnlyInReserve) {
+  KvCacheOptions o;
+  o.n_layers = 1;
+  o.n_kv_heads = 1;
+  o.head_dim = 4;
+  o.block_size = 4;
+  o.n_blocks = 8;
+  PagedKvCache pool(o);
+  Context ctx(1);
+  const auto a = pool.add_sequence();
+  pool.reserve(a, 6);
+  std::vector<float> k(24, 1.0f), v(24, 2.0f);
+  pool.store(ctx, a, 0, 0, Tensor::view(k.data(), DType::F32, {6, 1, 4}),
+             Tensor::view(v.data(), DType::F32, {6, 1, 4}));
+  const auto b = pool.fork(a);
+  const int32_t shared = pool.block_table(b)[1];
+  EXPECT_EQ(pool.ref_count(shared), 2);
+  const ops::KvPool p = pool.pool(0);
+  const std::vector<int32_t> before(pool.block_table(b).begin(), pool.block_table(b).end());
+  EXPECT_EQ(pool.ref_count(shared), 2);
+  EXPECT_EQ(pool.free_blocks(), 6);
+  // Overwriting position 5 of b without reserving it is an error, and changes nothing.
+  EXPECT_THROW(pool.store(ctx, b, 0, 5, Tensor::view(k.data(), DType::F32, {1, 1, 4}),
+                          Tensor::view(v.data(), DType::F32, {1, 1, 4})),
+               Error);
+  EXPECT_EQ(pool.ref_count(shared), 2);
+  // Reserving position 5 for writing copies block 1 (its rows come along).
+  pool.reserve(b, 6, 5);
+  const int32_t fresh = pool.block_table(b)[1];
+  EXPECT_NE(fresh, shared);
+  EXPECT_EQ(pool.block_table(b)[0], before[0]);
+  EXPECT_EQ(pool.ref_count(shared), 1);
+  EXPECT_EQ(pool.ref_count(fresh), 1);
+  const float* row = static_cast<const float*>(p.k.select(0, fresh).row(1));
+  EXPECT_EQ(row[0], 1.0f);
+  std::vector<float> k2(4, 9.0f);
+  pool.store(ctx, b, 0, 5, Tensor::view(k2.data(), DType::F32, {1, 1, 4}),
+             Tensor::view(k2.data(), DType::F32, {1, 1, 4}));
+  EXPECT_EQ(static_cast<const float*>(p.k.select(0, fresh).row(1))[0], 9.0f);
+  EXPECT_EQ(static_cast<const float*>(p.k.select(0, shared).row(1))[0], 1.0f);  // a is untouched
+  pool.check_consistency();
 }
 
 }  // namespace

@@ -24,6 +24,17 @@ Tensor T(std::vector<float>& v, std::initializer_list<int64_t> shape) {
   return Tensor::view(v.data(), DType::F32, shape);
 }
 
+Tensor I(std::vector<int32_t>& v) { return Tensor::view(v.data(), DType::I32, {int64_t(v.size())}); }
+Tensor F(std::vector<float>& v) { return Tensor::view(v.data(), DType::F32, {int64_t(v.size())}); }
+
+// One sequence's attention: queries at positions pos0 .. pos0 + n_q - 1.
+void attend(Context& ctx, const Tensor& q, const ops::KvPool& pool, std::vector<int32_t> table,
+            int64_t pos0, float scale, const Tensor& out) {
+  std::vector<int32_t> lens = {int32_t(pos0 + q.dim(0))}, starts = {0, int32_t(q.dim(0))};
+  ops::KvBatch b{Tensor::view(table.data(), DType::I32, {1, int64_t(table.size())}), I(lens), I(starts)};
+  ops::attention(ctx, q, pool, b, scale, nullptr, out);
+}
+
 // A reference product in double.
 std::vector<float> ref_matmul(const std::vector<float>& x, const std::vector<float>& w, const float* b,
                               int64_t m, int64_t n, int64_t k) {
@@ -128,13 +139,15 @@ TEST(Ops, EmbeddingGathersAndChecksIds) {
   for (size_t i = 0; i < table.size(); ++i) th[i] = cpu::f32_to_bf16(table[i]);
   std::vector<int32_t> ids = {3, 0, 9, 3};
   auto y = poisoned(4 * 6);
-  ops::embedding(ctx, Tensor::view(th.data(), DType::BF16, {10, 6}), ids, T(y, {4, 6}));
+  ops::embedding(ctx, Tensor::view(th.data(), DType::BF16, {10, 6}), I(ids), T(y, {4, 6}));
   for (size_t i = 0; i < ids.size(); ++i)
     for (size_t d = 0; d < 6; ++d) EXPECT_EQ(y[i * 6 + d], cpu::bf16_to_f32(th[size_t(ids[i]) * 6 + d]));
   std::vector<int32_t> bad = {1, 10};
-  EXPECT_THROW(ops::embedding(ctx, T(table, {10, 6}), bad, T(y, {2, 6})), Error);
+  EXPECT_THROW(ops::embedding(ctx, T(table, {10, 6}), I(bad), T(y, {2, 6})), Error);
   std::vector<int32_t> neg = {-1};
-  EXPECT_THROW(ops::embedding(ctx, T(table, {10, 6}), neg, T(y, {1, 6})), Error);
+  EXPECT_THROW(ops::embedding(ctx, T(table, {10, 6}), I(neg), T(y, {1, 6})), Error);
+  std::vector<float> fids = {1.0f};
+  EXPECT_THROW(ops::embedding(ctx, T(table, {10, 6}), F(fids), T(y, {1, 6})), Error);  // not i32
 }
 
 TEST(Ops, AlibiSlopesMatchBloom) {
@@ -189,7 +202,7 @@ TEST(Ops, RopeRotatesEachTokenAtItsPosition) {
   auto x0 = x;
   std::vector<int32_t> pos = {0, 5, 1000};
   std::vector<float> inv = {1.0f, 0.1f};  // rot_dim 4 < head_dim 6
-  ops::rope(ctx, T(x, {n_tok, n_heads, hd}), pos, inv, RopeStyle::NeoX);
+  ops::rope(ctx, T(x, {n_tok, n_heads, hd}), I(pos), F(inv), RopeStyle::NeoX);
   for (int64_t i = 0; i < n_heads * hd; ++i) EXPECT_EQ(x[size_t(i)], x0[size_t(i)]);
   for (int64_t t = 1; t < n_tok; ++t)
     for (int64_t h = 0; h < n_heads; ++h) {
@@ -202,7 +215,7 @@ TEST(Ops, RopeRotatesEachTokenAtItsPosition) {
       EXPECT_EQ(a[5], b[5]);
     }
   std::vector<int32_t> short_pos = {0};
-  EXPECT_THROW(ops::rope(ctx, T(x, {n_tok, n_heads, hd}), short_pos, inv, RopeStyle::NeoX), Error);
+  EXPECT_THROW(ops::rope(ctx, T(x, {n_tok, n_heads, hd}), I(short_pos), F(inv), RopeStyle::NeoX), Error);
 }
 
 // With theta_scale the angles are built by repeated multiplication from the
@@ -219,8 +232,8 @@ TEST(Ops, RopeAnglesByRepeatedMultiplication) {
   std::vector<float> x(hd, 0.0f);
   for (int i = 0; i < 4; ++i) x[size_t(i)] = 1.0f;  // NeoX pairs (i, i + 4)
   std::vector<int32_t> pos = {777};
-  const auto inv = ops::rope_inv_freq(c, 1);
-  ops::rope(ctx, T(x, {1, 1, hd}), pos, inv, RopeStyle::NeoX, ts);
+  auto inv = ops::rope_inv_freq(c, 1);
+  ops::rope(ctx, T(x, {1, 1, hd}), I(pos), F(inv), RopeStyle::NeoX, ts);
   float a = 777.0f;
   for (int i = 0; i < 4; ++i, a *= ts) {
     EXPECT_EQ(x[size_t(i)], std::cos(a)) << i;
@@ -244,8 +257,8 @@ TEST(Ops, AttentionContiguousEqualsPaged) {
   auto kc = random_floats(size_t(n_tok * n_kv * hd), 8);
   auto vc = random_floats(kc.size(), 9);
   auto out = poisoned(q.size());
-  ops::KvView kv{T(kc, {1, n_tok, n_kv, hd}), T(vc, {1, n_tok, n_kv, hd}), {}};
-  ops::attention(ctx, T(q, {n_q, n_heads, hd}), kv, pos0, 0.35f, {}, T(out, {n_q, n_heads, hd}));
+  ops::KvPool kv{T(kc, {1, n_tok, n_kv, hd}), T(vc, {1, n_tok, n_kv, hd})};
+  attend(ctx, T(q, {n_q, n_heads, hd}), kv, {0}, pos0, 0.35f, T(out, {n_q, n_heads, hd}));
   // Naive reference.
   for (int64_t i = 0; i < n_q; ++i)
     for (int64_t h = 0; h < n_heads; ++h) {
@@ -276,19 +289,103 @@ TEST(Ops, AttentionContiguousEqualsPaged) {
       vp[dst] = vc[size_t(t * n_kv * hd + e)];
     }
   auto out2 = poisoned(q.size());
-  ops::KvView pkv{T(kp, {n_blocks, bs, n_kv, hd}), T(vp, {n_blocks, bs, n_kv, hd}), table};
-  ops::attention(ctx, T(q, {n_q, n_heads, hd}), pkv, pos0, 0.35f, {}, T(out2, {n_q, n_heads, hd}));
+  ops::KvPool pkv{T(kp, {n_blocks, bs, n_kv, hd}), T(vp, {n_blocks, bs, n_kv, hd})};
+  attend(ctx, T(q, {n_q, n_heads, hd}), pkv, table, pos0, 0.35f, T(out2, {n_q, n_heads, hd}));
   EXPECT_LE(norm_err(out2, out), 1e-6);
   // A block table that is too short or points outside the pool is refused.
-  std::vector<int32_t> short_table = {4, 2};
-  ops::KvView bad{pkv.k, pkv.v, short_table};
-  EXPECT_THROW(ops::attention(ctx, T(q, {n_q, n_heads, hd}), bad, pos0, 0.35f, {}, T(out2, {n_q, n_heads, hd})), Error);
-  std::vector<int32_t> wild = {4, 2, 5};
-  ops::KvView bad2{pkv.k, pkv.v, wild};
-  EXPECT_THROW(ops::attention(ctx, T(q, {n_q, n_heads, hd}), bad2, pos0, 0.35f, {}, T(out2, {n_q, n_heads, hd})), Error);
+  EXPECT_THROW(attend(ctx, T(q, {n_q, n_heads, hd}), pkv, {4, 2}, pos0, 0.35f, T(out2, {n_q, n_heads, hd})), Error);
+  EXPECT_THROW(attend(ctx, T(q, {n_q, n_heads, hd}), pkv, {4, 2, 5}, pos0, 0.35f, T(out2, {n_q, n_heads, hd})), Error);
+  EXPECT_THROW(attend(ctx, T(q, {n_q, n_heads, hd}), pkv, {4, -1, 0}, pos0, 0.35f, T(out2, {n_q, n_heads, hd})), Error);
   // Heads that are not a multiple of kv heads.
   std::vector<float> q3(size_t(n_q * 3 * hd)), o3(q3.size());
-  EXPECT_THROW(ops::attention(ctx, T(q3, {n_q, 3, hd}), kv, pos0, 0.35f, {}, T(o3, {n_q, 3, hd})), Error);
+  EXPECT_THROW(attend(ctx, T(q3, {n_q, 3, hd}), kv, {0}, pos0, 0.35f, T(o3, {n_q, 3, hd})), Error);
+}
+
+// One batched call over sequences of different lengths in one paged pool
+// gives the same bits as one call per sequence, and a strided q (heads
+// interleaved with k and v, as BLOOM's fused product lays them out) the same
+// bits as a contiguous copy.
+TEST(Ops, AttentionBatchEqualsPerSequence) {
+  for (DType dt : {DType::F32, DType::F16}) {
+    Context ctx(3);
+    const int64_t n_heads = 4, n_kv = 2, hd = 64, bs = 4, n_blocks = 12;
+    const size_t row = size_t(n_kv * hd), esz = dt == DType::F16 ? 2 : 4;
+    std::vector<uint8_t> kp(size_t(n_blocks * bs) * row * esz), vp(kp.size());
+    auto kf = random_floats(size_t(n_blocks * bs) * row, 21), vf = random_floats(kf.size(), 22);
+    ops::convert(ctx, T(kf, {n_blocks * bs, int64_t(row)}), Tensor::view(kp.data(), dt, {n_blocks * bs, int64_t(row)}));
+    ops::convert(ctx, T(vf, {n_blocks * bs, int64_t(row)}), Tensor::view(vp.data(), dt, {n_blocks * bs, int64_t(row)}));
+    const ops::KvPool pool{Tensor::view(kp.data(), dt, {n_blocks, bs, n_kv, hd}),
+                           Tensor::view(vp.data(), dt, {n_blocks, bs, n_kv, hd})};
+    // Three sequences: a prompt of 5 after 2 cached, one decode token at 9,
+    // one decode token at 0.  Tables of up to 3 blocks.
+    std::vector<std::vector<int32_t>> tables = {{7, 1}, {3, 11, 5}, {9}};
+    const std::vector<int64_t> nq = {5, 1, 1}, len = {7, 10, 1};
+    const int64_t n_q = 7;
+    // q as BLOOM's [n, heads, 3, head_dim] product holds it.
+    auto qkv = random_floats(size_t(n_q * n_heads * 3 * hd), 23);
+    const Tensor qs = Tensor::view(qkv.data(), DType::F32, {n_q, n_heads, hd})
+                          .with_strides({n_heads * 3 * hd * 4, 3 * hd * 4, 4});
+    std::vector<float> qc(size_t(n_q * n_heads * hd));
+    for (int64_t i = 0; i < n_q * n_heads; ++i)
+      std::copy_n(&qkv[size_t(i * 3 * hd)], hd, &qc[size_t(i * hd)]);
+    std::vector<int32_t> packed(9, 0), lens, starts = {0};
+    for (size_t b = 0; b < 3; ++b) {
+      std::copy(tables[b].begin(), tables[b].end(), packed.begin() + ptrdiff_t(3 * b));
+      lens.push_back(int32_t(len[b]));
+      starts.push_back(starts.back() + int32_t(nq[b]));
+    }
+    ops::KvBatch batch{Tensor::view(packed.data(), DType::I32, {3, 3}), I(lens), I(starts)};
+    auto out = poisoned(qc.size());
+    ops::attention(ctx, qs, pool, batch, 0.125f, nullptr, T(out, {n_q, n_heads, hd}));
+    auto one = poisoned(qc.size());
+    int64_t r = 0;
+    for (size_t b = 0; b < 3; ++b) {
+      const Tensor qb = T(qc, {n_q, n_heads, hd}).slice(0, r, r + nq[b]);
+      attend(ctx, qb, pool, tables[b], len[b] - nq[b], 0.125f, T(one, {n_q, n_heads, hd}).slice(0, r, r + nq[b]));
+      r += nq[b];
+    }
+    for (size_t i = 0; i < out.size(); ++i) ASSERT_EQ(out[i], one[i]) << dtype_name(dt) << " " << i;
+    // Lengths that do not cover the queries, or starts that do not cover q.
+    lens[1] = 0;
+    EXPECT_THROW(ops::attention(ctx, qs, pool, batch, 0.125f, nullptr, T(out, {n_q, n_heads, hd})), Error);
+    lens[1] = 10;
+    starts[3] = 6;
+    EXPECT_THROW(ops::attention(ctx, qs, pool, batch, 0.125f, nullptr, T(out, {n_q, n_heads, hd})), Error);
+  }
+}
+
+// kv_store puts each token's rows at its slot, converted to the pool's dtype
+// as ops::convert converts them, and leaves every other row alone.
+TEST(Ops, KvStoreWritesSlots) {
+  Context ctx(2);
+  const int64_t n_kv = 2, hd = 8, bs = 4, n_blocks = 3, n = 3;
+  std::vector<uint16_t> kp(size_t(n_blocks * bs * n_kv * hd), 0x7e00), vp(kp.size(), 0x7e00);
+  const ops::KvPool pool{Tensor::view(kp.data(), DType::F16, {n_blocks, bs, n_kv, hd}),
+                         Tensor::view(vp.data(), DType::F16, {n_blocks, bs, n_kv, hd})};
+  auto k = random_floats(size_t(n * n_kv * hd), 31), v = random_floats(k.size(), 32);
+  std::vector<int32_t> slots = {9, 0, 5};
+  ops::kv_store(ctx, T(k, {n, n_kv, hd}), T(v, {n, n_kv, hd}), pool, I(slots));
+  std::vector<uint16_t> kh(k.size()), vh(v.size());
+  ops::convert(ctx, T(k, {n, n_kv, hd}), Tensor::view(kh.data(), DType::F16, {n, n_kv, hd}));
+  ops::convert(ctx, T(v, {n, n_kv, hd}), Tensor::view(vh.data(), DType::F16, {n, n_kv, hd}));
+  for (int64_t s = 0; s < n_blocks * bs; ++s) {
+    const auto it = std::find(slots.begin(), slots.end(), int32_t(s));
+    for (int64_t e = 0; e < n_kv * hd; ++e) {
+      const size_t at = size_t(s * n_kv * hd + e);
+      if (it == slots.end()) {
+        EXPECT_EQ(kp[at], 0x7e00);
+        EXPECT_EQ(vp[at], 0x7e00);
+      } else {
+        const size_t src = size_t((it - slots.begin()) * n_kv * hd + e);
+        EXPECT_EQ(kp[at], kh[src]);
+        EXPECT_EQ(vp[at], vh[src]);
+      }
+    }
+  }
+  std::vector<int32_t> wild = {0, 12, 1};
+  EXPECT_THROW(ops::kv_store(ctx, T(k, {n, n_kv, hd}), T(v, {n, n_kv, hd}), pool, I(wild)), Error);
+  std::vector<int32_t> two = {0, 1};
+  EXPECT_THROW(ops::kv_store(ctx, T(k, {n, n_kv, hd}), T(v, {n, n_kv, hd}), pool, I(two)), Error);
 }
 
 TEST(Ops, ConvertRoundTrips) {
