@@ -1,8 +1,11 @@
 #pragma once
 // Ops: the checked front of the kernel layer.  Each op takes tensor views,
-// checks dtypes and shapes (throwing runnel::Error on any mismatch), splits the
-// work over the context's thread pool and calls the selected ISA's kernels.
-// Outputs are written through views; ops never allocate tensors.
+// checks that they are all on one device and calls that device's
+// implementation (src/ops/cpu/ for host memory; a device without one is an
+// error).  The CPU implementation checks dtypes and shapes (throwing
+// runnel::Error on any mismatch), splits the work over the context's thread
+// pool and calls the selected ISA's kernels.  Outputs are written through
+// views; ops never allocate tensors.
 #include <cstdint>
 #include <vector>
 

@@ -388,6 +388,37 @@ TEST(Ops, KvStoreWritesSlots) {
   EXPECT_THROW(ops::kv_store(ctx, T(k, {n, n_kv, hd}), T(v, {n, n_kv, hd}), pool, I(two)), Error);
 }
 
+// The fronts check that every operand is on one device before anything is
+// read, and a device without an implementation is an error naming it.
+TEST(Ops, DispatchChecksTheDevice) {
+  Context ctx(1);
+  std::vector<float> x(8, 1.0f), y(8, 0.0f), w(4, 1.0f);
+  // Device pointers are never dereferenced by the front: these point at host
+  // memory but claim to be on the GPU.
+  const Tensor xg = Tensor::view(x.data(), DType::F32, {2, 4}, Device::CUDA);
+  const Tensor yg = Tensor::view(y.data(), DType::F32, {2, 4}, Device::CUDA);
+  const Tensor wg = Tensor::view(w.data(), DType::F32, {4}, Device::CUDA);
+  try {
+    ops::add(ctx, T(x, {2, 4}), xg, T(y, {2, 4}));
+    ADD_FAILURE() << "mixed devices accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("add: a is on cpu but b is on cuda"), std::string::npos)
+        << e.what();
+  }
+  try {
+    ops::rmsnorm(ctx, xg, wg, yg, 1e-5f);
+    ADD_FAILURE() << "cuda tensors accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("rmsnorm: no implementation on cuda"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(y, std::vector<float>(8, 0.0f));
+  // An absent bias does not count; host tensors run on the CPU.
+  std::vector<float> wm(16, 0.5f);
+  ops::matmul(ctx, T(x, {2, 4}), T(wm, {4, 4}), nullptr, T(y, {2, 4}));
+  EXPECT_EQ(y[0], 2.0f);
+}
+
 TEST(Ops, ConvertRoundTrips) {
   Context ctx(2);
   auto x = random_floats(37 * 3, 10, -5, 5);

@@ -1,5 +1,5 @@
 #pragma once
-// Helpers shared by the op fronts.
+// Helpers shared by the CPU implementations of the ops.
 #include <string>
 
 #include "cpu/kernels.hpp"

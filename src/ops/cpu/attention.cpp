@@ -4,8 +4,9 @@
 #include <string>
 
 #include "common.hpp"
+#include "ops_cpu.hpp"
 
-namespace runnel::ops {
+namespace runnel::ops::cpu_impl {
 using namespace detail;
 
 namespace {
@@ -178,4 +179,4 @@ void attention(Context& ctx, const Tensor& q, const KvPool& kv, const KvBatch& b
   });
 }
 
-}  // namespace runnel::ops
+}  // namespace runnel::ops::cpu_impl

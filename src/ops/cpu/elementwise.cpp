@@ -2,17 +2,9 @@
 #include <string>
 
 #include "common.hpp"
+#include "ops_cpu.hpp"
 
-namespace runnel {
-
-Context::Context(int n_threads) : pool(n_threads) {}
-
-float* Context::scratch(size_t n) {
-  if (scratch_.size() < n) scratch_.resize(n);
-  return scratch_.data();
-}
-
-namespace ops {
+namespace runnel::ops::cpu_impl {
 using namespace detail;
 
 void rmsnorm(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& y, float eps) {
@@ -144,5 +136,4 @@ void convert(Context& ctx, const Tensor& x, const Tensor& y) {
   });
 }
 
-}  // namespace ops
-}  // namespace runnel
+}  // namespace runnel::ops::cpu_impl

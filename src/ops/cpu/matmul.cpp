@@ -8,6 +8,7 @@
 #include <string>
 
 #include "common.hpp"
+#include "ops_cpu.hpp"
 
 #if defined(RUNNEL_WITH_DNNL)
 #include <omp.h>
@@ -15,7 +16,7 @@
 #include <oneapi/dnnl/dnnl.hpp>
 #endif
 
-namespace runnel::ops {
+namespace runnel::ops::cpu_impl {
 using namespace detail;
 namespace {
 
@@ -205,4 +206,4 @@ void matmul(Context& ctx, const Tensor& x, const Tensor& w, const Tensor* bias, 
   });
 }
 
-}  // namespace runnel::ops
+}  // namespace runnel::ops::cpu_impl
