@@ -171,7 +171,7 @@ void BM_Prompt(benchmark::State& state, DType dt, bool dnnl) {
   const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
   WeightSet ws(dt, n, k);
   std::vector<float> x(size_t(m * k), 0.01f), y(size_t(m * n));
-  ctx().use_dnnl = dnnl;
+  ctx().cpu.use_dnnl = dnnl;
   double peak = measure_peak();
   const double t0 = now();
   for (auto _ : state) {
@@ -181,7 +181,7 @@ void BM_Prompt(benchmark::State& state, DType dt, bool dnnl) {
   }
   const double dt_s = now() - t0;
   peak = std::max(peak, measure_peak());
-  ctx().use_dnnl = true;
+  ctx().cpu.use_dnnl = true;
   const double gflops = 2.0 * double(m) * double(n) * double(k) * double(state.iterations()) / dt_s / 1e9;
   state.counters["GFLOP/s"] = gflops;
   state.counters["peak_GFLOP/s"] = peak;

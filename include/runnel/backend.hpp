@@ -10,6 +10,13 @@
 
 namespace runnel {
 
+// A device's own resources for one Context (for CUDA: a stream and the
+// library handles), defined by its backend and opaque here.
+class DeviceResources {
+ public:
+  virtual ~DeviceResources() = default;
+};
+
 enum class Op : unsigned char {
   MatMul,      // y = x W^T (+ b); dtype is W's
   RmsNorm,
@@ -36,6 +43,9 @@ class Backend {
                     size_t bytes) = 0;
   virtual void synchronize() = 0;
   virtual bool supports(Op op, DType dtype) const = 0;
+  // The resources one Context on this device needs (a stream, library
+  // handles); null where there are none (the CPU).
+  virtual std::unique_ptr<DeviceResources> make_resources() { return nullptr; }
 };
 
 Backend& cpu_backend();

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "runnel/backend.hpp"
 #include "runnel/buffer.hpp"
 #include "runnel/config.hpp"
 #include "runnel/error.hpp"
@@ -48,8 +49,9 @@ class KvCache {
 // give max_tokens, to keep the storage in place.
 class ContiguousKvCache final : public KvCache {
  public:
+  // The storage comes from `backend` (null: the CPU's).
   ContiguousKvCache(int64_t n_layers, int64_t n_kv_heads, int64_t head_dim, DType dtype,
-                    int64_t max_tokens = 0 /* 0: unbounded */);
+                    int64_t max_tokens = 0 /* 0: unbounded */, Backend* backend = nullptr);
   DType dtype() const override { return dtype_; }
   void reserve(int64_t n_tokens, int64_t write_from = -1) override;
   int64_t capacity() const override { return capacity_; }
@@ -62,7 +64,8 @@ class ContiguousKvCache final : public KvCache {
   DType dtype_;
   int64_t capacity_ = 0;
   int32_t table_[1] = {0};
-  std::vector<std::unique_ptr<HostBuffer>> k_, v_;  // per layer [capacity, n_kv_heads, head_dim]
+  Backend* backend_;
+  std::vector<std::shared_ptr<Buffer>> k_, v_;  // per layer [capacity, n_kv_heads, head_dim]
 };
 
 struct KvCacheOptions {
@@ -73,6 +76,7 @@ struct KvCacheOptions {
   int64_t block_size = 16;     // tokens per block
   int64_t n_blocks = 0;        // blocks in the pool (see blocks_for_tokens / blocks_for_bytes)
   int64_t max_seq_tokens = 0;  // longest sequence (the model's context); 0: no limit
+  Backend* backend = nullptr;  // where the pools live (the model's Context's); null: the CPU
 
   // The dimensions of `config`'s cache; n_blocks is left 0.
   static KvCacheOptions for_model(const ModelConfig& config, DType dtype = DType::F32,
@@ -173,7 +177,8 @@ class PagedKvCache {
   KvCacheOptions o_;
   int64_t max_table_ = 0;  // most blocks one sequence can hold
   size_t row_bytes_ = 0;  // one token of one layer: n_kv_heads * head_dim in dtype
-  std::vector<std::unique_ptr<HostBuffer>> k_,
+  Backend* backend_;
+  std::vector<std::shared_ptr<Buffer>> k_,
       v_;                      // per layer [n_blocks, block_size, n_kv_heads, head_dim]
   std::vector<int32_t> refs_;  // [n_blocks]
   std::vector<int32_t> free_;  // stack of free block ids

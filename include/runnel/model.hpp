@@ -39,6 +39,11 @@ struct LoadOptions {
   // Called while weights are bound and converted with the fraction done, in
   // [0, 1], ending with 1 (for a progress bar).
   std::function<void(double)> progress;
+  // Where the model runs: its Context's device.  Weights are bound (mapped or
+  // converted) on the host, then placed on the device once; the workspace and
+  // the KV caches come from that device's Backend.  A device this build or
+  // machine lacks is an error at load.
+  Device device = Device::CPU;
 };
 
 // Random weights for a configuration (benchmarks at real sizes without a download).
@@ -47,6 +52,7 @@ struct RandomOptions {
   uint64_t seed = 0;
   int threads = 0;  // 0: every hardware thread
   std::function<void(double)> progress;
+  Device device = Device::CPU;  // as LoadOptions::device
 };
 
 enum class Logits : unsigned char {
@@ -102,6 +108,10 @@ class Model {
     int64_t pos0 = 0;
     Logits which = Logits::Last;
     std::vector<float>* logits = nullptr;  // [vocab] or [ids.size(), vocab]; null: none
+    // Or the logits left where they were computed: set to a view of them,
+    // [1 or ids.size(), vocab] f32 on the model's device, valid until the
+    // next forward.  Nothing is copied (a device sampler reads them there).
+    Tensor* logits_view = nullptr;
     // Final hidden states of the same rows (after the final norm and OPT's
     // project_out, as transformers' last_hidden_state): [embed_dim] or [n, embed_dim].
     std::vector<float>* hidden = nullptr;

@@ -7,18 +7,19 @@
 // pool and calls the selected ISA's kernels.  Outputs are written through
 // views; ops never allocate tensors.
 #include <cstdint>
+#include <memory>
 #include <vector>
 
+#include "runnel/backend.hpp"
+#include "runnel/device.hpp"
 #include "runnel/op_params.hpp"
 #include "runnel/tensor.hpp"
 #include "runnel/thread_pool.hpp"
 
 namespace runnel {
 
-// What ops run on: a thread pool (and, later, a device stream).
-struct Context {
-  explicit Context(int n_threads);
-  ThreadPool pool;
+// The CPU implementation's knobs for the products.
+struct CpuTuning {
   // Products with at least this many rows of x go to oneDNN (or the blocked
   // fallback); fewer rows use the memory-bound small-batch kernels.
   int64_t gemm_min_rows = 16;
@@ -33,11 +34,38 @@ struct Context {
   // int8 GEMM, no f32 fallback): their per-block order is ggml's, so prompts
   // sum as llama.cpp sums them (slower prompts).
   bool llama_cpp_order = false;
+};
 
-  // Grows and returns per-call scratch of at least n floats.
+// What ops run on: a device, the backend that holds its memory, and that
+// device's resources.  Every context has a host thread pool: the CPU's ops
+// run on it, and host-side work (conversion at load, sampling) uses it.
+class Context {
+ public:
+  // The CPU, with n_threads threads.
+  explicit Context(int n_threads);
+  // `device` with n_threads host threads.  Throws runnel::Error naming the
+  // device when this build or this machine has no backend for it.
+  Context(Device device, int n_threads);
+  ~Context();
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+
+  Device device() const { return device_; }
+  // Allocates, copies and synchronises memory on device().
+  Backend& backend() const { return *backend_; }
+  // Null on the CPU.
+  DeviceResources* resources() const { return resources_.get(); }
+
+  ThreadPool pool;
+  CpuTuning cpu;
+
+  // Grows and returns per-call host scratch of at least n floats.
   float* scratch(size_t n);
 
  private:
+  Device device_ = Device::CPU;
+  Backend* backend_ = nullptr;
+  std::unique_ptr<DeviceResources> resources_;
   std::vector<float> scratch_;
 };
 

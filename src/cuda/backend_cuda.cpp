@@ -1,6 +1,9 @@
-// The CUDA backend: device memory through a caching allocator, copies and
-// synchronisation.  Compute ops on the GPU are not implemented yet, so
-// supports() answers false for every op.
+// The CUDA backend: device memory through a caching allocator, copies,
+// synchronisation, and each Context's stream and cuBLAS/cuBLASLt handles.
+// Compute ops on the GPU are not implemented yet, so supports() answers false
+// for every op.
+#include <cublasLt.h>
+#include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <map>
@@ -9,6 +12,7 @@
 
 #include "runnel/backend.hpp"
 #include "runnel/error.hpp"
+#include "runnel/ops.hpp"
 
 namespace runnel {
 namespace {
@@ -18,6 +22,44 @@ void cuda_check(cudaError_t e, const char* what) {
 }
 
 class CudaBackend;
+
+void cublas_check(cublasStatus_t s, const char* what) {
+  if (s != CUBLAS_STATUS_SUCCESS)
+    throw Error(std::string("cuBLAS: ") + what + ": status " + std::to_string(int(s)));
+}
+
+// One Context's stream and library handles.
+class CudaResources final : public DeviceResources {
+ public:
+  CudaResources() {
+    cuda_check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
+    try {
+      cublas_check(cublasCreate(&blas), "cublasCreate");
+      cublas_check(cublasSetStream(blas, stream), "cublasSetStream");
+      cublas_check(cublasLtCreate(&lt), "cublasLtCreate");
+    } catch (...) {
+      destroy();
+      throw;
+    }
+  }
+  ~CudaResources() override { destroy(); }
+  CudaResources(const CudaResources&) = delete;
+  CudaResources& operator=(const CudaResources&) = delete;
+
+  cudaStream_t stream = nullptr;
+  cublasHandle_t blas = nullptr;
+  cublasLtHandle_t lt = nullptr;
+
+ private:
+  void destroy() {
+    if (lt) cublasLtDestroy(lt);
+    if (blas) cublasDestroy(blas);
+    if (stream) cudaStreamDestroy(stream);
+    lt = nullptr;
+    blas = nullptr;
+    stream = nullptr;
+  }
+};
 
 // Device memory returned to the backend's cache when released.
 class CudaBuffer final : public Buffer {
@@ -85,6 +127,10 @@ class CudaBackend final : public Backend {
   void synchronize() override { cuda_check(cudaDeviceSynchronize(), "cudaDeviceSynchronize"); }
 
   bool supports(Op, DType) const override { return false; }
+
+  std::unique_ptr<DeviceResources> make_resources() override {
+    return std::make_unique<CudaResources>();
+  }
 
  private:
   static size_t round_up(size_t n) {

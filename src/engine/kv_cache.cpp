@@ -86,12 +86,13 @@ ContextFull::ContextFull(int32_t seq, int64_t tokens, int64_t limit)
 // Contiguous cache
 
 ContiguousKvCache::ContiguousKvCache(int64_t n_layers, int64_t n_kv_heads, int64_t head_dim,
-                                     DType dtype, int64_t max_tokens)
+                                     DType dtype, int64_t max_tokens, Backend* backend)
     : n_layers_(n_layers),
       n_kv_heads_(n_kv_heads),
       head_dim_(head_dim),
       max_tokens_(max_tokens),
-      dtype_(dtype) {
+      dtype_(dtype),
+      backend_(backend ? backend : &cpu_backend()) {
   if (dtype != DType::F32 && dtype != DType::F16)
     throw Error("KV cache dtype must be f32 or f16, not " + std::string(dtype_name(dtype)));
   if (n_layers < 1 || n_kv_heads < 1 || head_dim < 1) throw Error("KV cache: bad dimensions");
@@ -112,9 +113,10 @@ void ContiguousKvCache::reserve(int64_t n_tokens, int64_t /*write_from: nothing 
   const size_t row = row_bytes(dtype_, n_kv_heads_ * head_dim_);
   for (int64_t l = 0; l < n_layers_; ++l) {
     for (auto* bufs : {&k_, &v_}) {
-      auto nb = std::make_unique<HostBuffer>(row * size_t(cap));
+      std::shared_ptr<Buffer> nb = backend_->allocate(row * size_t(cap));
       if ((*bufs)[size_t(l)])
-        std::memcpy(nb->data(), (*bufs)[size_t(l)]->data(), row * size_t(capacity_));
+        backend_->copy(nb->data(), nb->device(), (*bufs)[size_t(l)]->data(), nb->device(),
+                       row * size_t(capacity_));
       (*bufs)[size_t(l)] = std::move(nb);
     }
   }
@@ -125,8 +127,11 @@ ops::KvPool ContiguousKvCache::pool(int64_t layer) const {
   if (layer < 0 || layer >= n_layers_ || capacity_ == 0)
     throw Error("KV cache: no storage for layer " + std::to_string(layer));
   ops::KvPool p;
-  p.k = Tensor::view(k_[size_t(layer)]->data(), dtype_, {1, capacity_, n_kv_heads_, head_dim_});
-  p.v = Tensor::view(v_[size_t(layer)]->data(), dtype_, {1, capacity_, n_kv_heads_, head_dim_});
+  const Device dev = backend_->device();
+  p.k = Tensor::view(k_[size_t(layer)]->data(), dtype_, {1, capacity_, n_kv_heads_, head_dim_},
+                     dev);
+  p.v = Tensor::view(v_[size_t(layer)]->data(), dtype_, {1, capacity_, n_kv_heads_, head_dim_},
+                     dev);
   return p;
 }
 
@@ -137,7 +142,8 @@ std::span<const int32_t> ContiguousKvCache::block_table() const {
 // ---------------------------------------------------------------------------
 // Pool
 
-PagedKvCache::PagedKvCache(const KvCacheOptions& options) : o_(options) {
+PagedKvCache::PagedKvCache(const KvCacheOptions& options)
+    : o_(options), backend_(options.backend ? options.backend : &cpu_backend()) {
   const int64_t per = o_.block_bytes();  // checks the dimensions
   if (o_.n_blocks < 1 || o_.n_blocks > std::numeric_limits<int32_t>::max())
     throw Error(fmt::format("KV cache: the pool needs 1 .. 2^31-1 blocks, got {}", o_.n_blocks));
@@ -145,8 +151,8 @@ PagedKvCache::PagedKvCache(const KvCacheOptions& options) : o_(options) {
   row_bytes_ = row_bytes(o_.dtype, o_.n_kv_heads * o_.head_dim);
   const size_t layer_bytes = row_bytes_ * size_t(o_.block_size) * size_t(o_.n_blocks);
   for (int64_t l = 0; l < o_.n_layers; ++l) {
-    k_.push_back(std::make_unique<HostBuffer>(layer_bytes));
-    v_.push_back(std::make_unique<HostBuffer>(layer_bytes));
+    k_.push_back(backend_->allocate(layer_bytes));
+    v_.push_back(backend_->allocate(layer_bytes));
   }
   max_table_ = o_.n_blocks;
   if (o_.max_seq_tokens > 0)
@@ -184,7 +190,8 @@ void PagedKvCache::copy_block(int32_t dst, int32_t src, int64_t rows) {
   for (int64_t l = 0; l < o_.n_layers; ++l)
     for (auto* pool : {&k_, &v_}) {
       auto* base = static_cast<uint8_t*>((*pool)[size_t(l)]->data());
-      std::memcpy(base + size_t(dst) * block, base + size_t(src) * block, bytes);
+      const Device dev = backend_->device();
+      backend_->copy(base + size_t(dst) * block, dev, base + size_t(src) * block, dev, bytes);
     }
 }
 
@@ -329,10 +336,11 @@ ops::KvPool PagedKvCache::pool(int64_t layer) const {
   if (layer < 0 || layer >= o_.n_layers)
     throw Error(fmt::format("KV cache: no layer {} (the cache has {})", layer, o_.n_layers));
   ops::KvPool p;
+  const Device dev = backend_->device();
   p.k = Tensor::view(k_[size_t(layer)]->data(), o_.dtype,
-                     {o_.n_blocks, o_.block_size, o_.n_kv_heads, o_.head_dim});
+                     {o_.n_blocks, o_.block_size, o_.n_kv_heads, o_.head_dim}, dev);
   p.v = Tensor::view(v_[size_t(layer)]->data(), o_.dtype,
-                     {o_.n_blocks, o_.block_size, o_.n_kv_heads, o_.head_dim});
+                     {o_.n_blocks, o_.block_size, o_.n_kv_heads, o_.head_dim}, dev);
   return p;
 }
 

@@ -18,6 +18,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <span>
 
 #include "runnel/error.hpp"
 #include "runnel/tokenizer.hpp"
@@ -70,7 +71,10 @@ struct Scheduler::Impl {
     std::optional<StreamDecoder> decoder;
     Completion out;
     bool done = false;
-    std::vector<float> logits;  // of the last forward, when it reached the end
+    // The logits of the last forward, when it reached the end: a view where
+    // the model computed them, valid until the next forward (this step).
+    Tensor logits;
+    std::vector<float> host_logits;  // their copy, where that is not host memory
   };
 
   struct Request {
@@ -117,6 +121,7 @@ struct Scheduler::Impl {
     max_ctx = c.position == PositionKind::Learned ? c.max_positions : 0;
     if (o.ctx_size > 0) max_ctx = max_ctx > 0 ? std::min(max_ctx, o.ctx_size) : o.ctx_size;
     kv.max_seq_tokens = max_ctx;
+    kv.backend = &model.context().backend();  // the pool lives where the model runs
     if (o.kv_cache_mb > 0) {
       kv.n_blocks = kv.blocks_for_bytes(o.kv_cache_mb << 20);
     } else if (o.ctx_size > 0) {
@@ -250,11 +255,17 @@ struct Scheduler::Impl {
   // --- the step --------------------------------------------------------------
 
   void sample_one(Sample& s) {
-    const int32_t tok = s.sampler->sample(s.logits);
+    std::span<const float> lg(s.logits.data_as<const float>(), size_t(s.logits.numel()));
+    if (s.logits.device() != Device::CPU) {
+      s.host_logits.resize(lg.size());
+      model.context().backend().copy(s.host_logits.data(), Device::CPU, lg.data(),
+                                     s.logits.device(), lg.size() * sizeof(float));
+      lg = s.host_logits;
+    }
+    const int32_t tok = s.sampler->sample(lg);
     s.tokens.push_back(tok);
     s.out.tokens.push_back(tok);
-    if (s.req->options.keep_logits)
-      s.out.logits.insert(s.out.logits.end(), s.logits.begin(), s.logits.end());
+    if (s.req->options.keep_logits) s.out.logits.insert(s.out.logits.end(), lg.begin(), lg.end());
     const std::string piece = s.decoder ? s.decoder->push(tok) : std::string();
     const StopCondition::Step st = s.stop->push(tok, piece);
     {
@@ -378,7 +389,7 @@ struct Scheduler::Impl {
       it.ids = std::span<const int32_t>(s.tokens.data() + s.n_cached, size_t(in.n));
       it.pos0 = s.n_cached;
       it.which = Logits::Last;
-      it.logits = last ? &s.logits : nullptr;
+      it.logits_view = last ? &s.logits : nullptr;
       items.push_back(it);
       used.push_back(in);
     }

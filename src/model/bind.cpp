@@ -279,8 +279,8 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   impl->arch = model::find_arch(impl->cfg.family);
   if (!impl->arch) throw Error(path + ": no descriptor for family " + impl->cfg.family);
   const int threads = options.threads > 0 ? options.threads : ThreadPool::hardware_threads();
-  impl->ctx = std::make_unique<Context>(threads);
-  impl->ctx->gemm_min_rows = kGemmMinRows;
+  impl->ctx = std::make_unique<Context>(options.device, threads);
+  impl->ctx->cpu.gemm_min_rows = kGemmMinRows;
   impl->bind(options.dtype, options.progress);
   impl->prepare();
   const std::string tok_path =

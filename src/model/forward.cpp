@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <map>
 
 #include "model/model_impl.hpp"
 #include "runnel/error.hpp"
@@ -17,11 +18,12 @@ using model::Slot;
 
 namespace {
 
-Tensor view2(float* p, int64_t rows, int64_t cols) {
-  return Tensor::view(p, DType::F32, {rows, cols});
+// Views into the workspace, on the device the context runs on.
+Tensor view2(Device dev, float* p, int64_t rows, int64_t cols) {
+  return Tensor::view(p, DType::F32, {rows, cols}, dev);
 }
-Tensor view3(float* p, int64_t a, int64_t b, int64_t c) {
-  return Tensor::view(p, DType::F32, {a, b, c});
+Tensor view3(Device dev, float* p, int64_t a, int64_t b, int64_t c) {
+  return Tensor::view(p, DType::F32, {a, b, c}, dev);
 }
 const Tensor* opt(const Tensor& t) { return t.empty() ? nullptr : &t; }
 
@@ -53,9 +55,45 @@ void Model::Impl::norm(const Tensor& x, const Tensor& w, const Tensor& b, const 
     ops::layernorm(*ctx, x, &w, opt(b), y, cfg.norm_eps);
 }
 
+namespace {
+
+// `t` in memory of `backend`'s device: itself on the CPU, else a copy made
+// once (kept in `keep`).  `placed` maps host addresses already copied, so a
+// tied head shares its embedding's copy.
+Tensor place(const Tensor& t, Backend& backend, std::vector<std::shared_ptr<Buffer>>& keep,
+             std::map<const void*, void*>& placed) {
+  if (t.empty() || t.device() == backend.device()) return t;
+  if (!t.is_contiguous()) throw Error("placing the weights: a weight view is not contiguous");
+  void*& at = placed[t.data()];
+  if (!at) {
+    std::shared_ptr<Buffer> buf = backend.allocate(t.nbytes());
+    backend.copy(buf->data(), backend.device(), t.data(), t.device(), t.nbytes());
+    at = buf->data();
+    keep.push_back(std::move(buf));
+  }
+  std::array<int64_t, kMaxDims> shape{};
+  for (int i = 0; i < t.ndim(); ++i) shape[size_t(i)] = t.dim(i);
+  return Tensor::view(at, t.dtype(), shape.data(), t.ndim(), backend.device());
+}
+
+}  // namespace
+
 void Model::Impl::prepare() {
   if (cfg.position == PositionKind::Alibi) alibi = ops::alibi_slopes(cfg.n_heads);
   if (cfg.position == PositionKind::Rope) rope_freq = ops::rope_inv_freq(cfg.rope, 0);
+  if (!alibi.empty()) alibi_t = Tensor::view(alibi.data(), DType::F32, {int64_t(alibi.size())});
+  if (!rope_freq.empty())
+    rope_freq_t = Tensor::view(rope_freq.data(), DType::F32, {int64_t(rope_freq.size())});
+  // Weights and tables move to the context's device once, here (on the CPU
+  // they stay where they are: mapped from the file, or converted at load).
+  Backend& be = ctx->backend();
+  std::map<const void*, void*> placed;
+  for (Tensor& t : global) t = place(t, be, placed_weights, placed);
+  for (auto& layer : layers)
+    for (Tensor& t : layer) t = place(t, be, placed_weights, placed);
+  alibi_t = place(alibi_t, be, placed_weights, placed);
+  rope_freq_t = place(rope_freq_t, be, placed_weights, placed);
+  if (be.device() != Device::CPU) be.synchronize();
   groups.reserve(8);
 }
 
@@ -70,6 +108,7 @@ void Model::Impl::dump(const Tensor& t, const char* name, int64_t layer) {
 void Model::Impl::forward(std::span<const Model::BatchItem> items) {
   const ModelConfig& c = cfg;
   Context& cx = *ctx;
+  const Device dev = cx.device();
   if (items.empty()) throw Error("forward: no sequences");
   // Validate every item before touching any cache.
   int64_t n = 0, R = 0;
@@ -91,7 +130,7 @@ void Model::Impl::forward(std::span<const Model::BatchItem> items) {
       if (items[o].cache == it.cache)
         throw Error("forward: two batch items share one KV cache");
     n += ni;
-    if (it.logits || it.hidden) R += it.which == Logits::All ? ni : 1;
+    if (it.logits || it.logits_view || it.hidden) R += it.which == Logits::All ? ni : 1;
   }
   // The only step that may allocate or copy cache memory: growth and
   // copy-on-write happen here, before the first op.
@@ -135,7 +174,7 @@ void Model::Impl::forward(std::span<const Model::BatchItem> items) {
   size_t total = 0;
   for (const Part& p : parts) total += (size_t(p.floats) + 15) / 16 * 16;
   if (total > ws_floats) {
-    ws = std::make_unique<HostBuffer>(total * sizeof(float));
+    ws = cx.backend().allocate(total * sizeof(float));
     ws_floats = total;
   }
   {
@@ -195,7 +234,7 @@ void Model::Impl::forward(std::span<const Model::BatchItem> items) {
     int64_t r = 0;
     for (size_t b = 0; b < items.size(); ++b) {
       const Model::BatchItem& it = items[b];
-      if (!it.logits && !it.hidden) continue;
+      if (!it.logits && !it.logits_view && !it.hidden) continue;
       const int64_t first = it.which == Logits::All ? offset[b] : offset[b + 1] - 1;
       for (int64_t i = first; i < offset[b + 1]; ++i) head_rows[r++] = int32_t(i);
     }
@@ -226,16 +265,16 @@ void Model::Impl::forward(std::span<const Model::BatchItem> items) {
   }
   auto i32 = [](int32_t* p, int64_t len) { return Tensor::view(p, DType::I32, {len}); };
 
-  const Tensor X = view2(x, n, H), T = view2(t, n, H), A = view2(a, n, H);
+  const Tensor X = view2(dev, x, n, H), T = view2(dev, t, n, H), A = view2(dev, a, n, H);
 
   // Embeddings, straight into the residual stream when nothing follows them.
   if (c.embedding_norm == EmbeddingNorm::None && c.projection == EmbeddingProjection::None) {
     ops::embedding(cx, G(Slot::TokenEmbedding), i32(ids, n), X);
   } else {
-    const Tensor EMB = view2(en, n, E);
+    const Tensor EMB = view2(dev, en, n, E);
     ops::embedding(cx, G(Slot::TokenEmbedding), i32(ids, n), EMB);
     if (c.embedding_norm == EmbeddingNorm::LayerNorm) {
-      const Tensor EMB2 = c.projection == EmbeddingProjection::None ? X : view2(en + n * E, n, E);
+      const Tensor EMB2 = c.projection == EmbeddingProjection::None ? X : view2(dev, en + n * E, n, E);
       ops::layernorm(cx, EMB, &G(Slot::EmbeddingNormWeight), &G(Slot::EmbeddingNormBias), EMB2,
                      c.norm_eps);
       if (c.projection == EmbeddingProjection::InOut)
@@ -245,7 +284,7 @@ void Model::Impl::forward(std::span<const Model::BatchItem> items) {
     }
   }
   if (c.position == PositionKind::Learned) {
-    const Tensor PE = view2(pe, n, H);
+    const Tensor PE = view2(dev, pe, n, H);
     ops::embedding(cx, G(Slot::PositionEmbedding), i32(pos_rows, n), PE);
     ops::add(cx, X, PE, X);
   }
@@ -257,31 +296,29 @@ void Model::Impl::forward(std::span<const Model::BatchItem> items) {
   if (c.position == PositionKind::Rope && c.rope.scaling == RopeScaling::Dynamic)
     for (const Model::BatchItem& it : items)
       per_item_rope = per_item_rope || it.pos0 + int64_t(it.ids.size()) > c.rope.max_positions;
-  const Tensor freq =
-      rope_freq.empty() ? Tensor() : Tensor::view(rope_freq.data(), DType::F32, {int64_t(rope_freq.size())});
-  const Tensor slopes =
-      alibi.empty() ? Tensor() : Tensor::view(alibi.data(), DType::F32, {int64_t(alibi.size())});
+  const Tensor& freq = rope_freq_t;
+  const Tensor& slopes = alibi_t;
   const float theta_scale = c.position == PositionKind::Rope ? ops::rope_theta_scale(c.rope) : 0.0f;
 
   // q, k, v [n, heads, head_dim]: views into the fused product where there is one.
   const int64_t hd = c.head_dim, f4 = sizeof(float);
   Tensor Q3, K3, V3;
   if (c.qkv_layout == QkvLayout::Separate) {
-    Q3 = view3(q, n, c.n_heads, hd);
-    K3 = view3(k, n, c.n_kv_heads, hd);
-    V3 = view3(v, n, c.n_kv_heads, hd);
+    Q3 = view3(dev, q, n, c.n_heads, hd);
+    K3 = view3(dev, k, n, c.n_kv_heads, hd);
+    V3 = view3(dev, v, n, c.n_kv_heads, hd);
   } else if (c.qkv_layout == QkvLayout::FusedBlocks) {
     // [n, 3, QD]: token rows of 3 * QD.
-    Q3 = view3(qkv, n, c.n_heads, hd).with_strides({3 * QD * f4, hd * f4, f4});
-    K3 = view3(qkv + QD, n, c.n_kv_heads, hd).with_strides({3 * QD * f4, hd * f4, f4});
-    V3 = view3(qkv + 2 * QD, n, c.n_kv_heads, hd).with_strides({3 * QD * f4, hd * f4, f4});
+    Q3 = view3(dev, qkv, n, c.n_heads, hd).with_strides({3 * QD * f4, hd * f4, f4});
+    K3 = view3(dev, qkv + QD, n, c.n_kv_heads, hd).with_strides({3 * QD * f4, hd * f4, f4});
+    V3 = view3(dev, qkv + 2 * QD, n, c.n_kv_heads, hd).with_strides({3 * QD * f4, hd * f4, f4});
   } else {
     // [n, heads, 3, head_dim].
-    Q3 = view3(qkv, n, c.n_heads, hd).with_strides({3 * QD * f4, 3 * hd * f4, f4});
-    K3 = view3(qkv + hd, n, c.n_kv_heads, hd).with_strides({3 * QD * f4, 3 * hd * f4, f4});
-    V3 = view3(qkv + 2 * hd, n, c.n_kv_heads, hd).with_strides({3 * QD * f4, 3 * hd * f4, f4});
+    Q3 = view3(dev, qkv, n, c.n_heads, hd).with_strides({3 * QD * f4, 3 * hd * f4, f4});
+    K3 = view3(dev, qkv + hd, n, c.n_kv_heads, hd).with_strides({3 * QD * f4, 3 * hd * f4, f4});
+    V3 = view3(dev, qkv + 2 * hd, n, c.n_kv_heads, hd).with_strides({3 * QD * f4, 3 * hd * f4, f4});
   }
-  const Tensor ATT3 = view3(att, n, c.n_heads, hd);
+  const Tensor ATT3 = view3(dev, att, n, c.n_heads, hd);
 
   for (int64_t l = 0; l < c.n_layers; ++l) {
     // Attention block.
@@ -291,11 +328,11 @@ void Model::Impl::forward(std::span<const Model::BatchItem> items) {
       dump(T, "attn_norm", l);
     }
     if (c.qkv_layout == QkvLayout::Separate) {
-      ops::matmul(cx, IN, W(l, Slot::QWeight), opt(W(l, Slot::QBias)), view2(q, n, QD));
-      ops::matmul(cx, IN, W(l, Slot::KWeight), opt(W(l, Slot::KBias)), view2(k, n, KD));
-      ops::matmul(cx, IN, W(l, Slot::VWeight), opt(W(l, Slot::VBias)), view2(v, n, KD));
+      ops::matmul(cx, IN, W(l, Slot::QWeight), opt(W(l, Slot::QBias)), view2(dev, q, n, QD));
+      ops::matmul(cx, IN, W(l, Slot::KWeight), opt(W(l, Slot::KBias)), view2(dev, k, n, KD));
+      ops::matmul(cx, IN, W(l, Slot::VWeight), opt(W(l, Slot::VBias)), view2(dev, v, n, KD));
     } else {
-      ops::matmul(cx, IN, W(l, Slot::QkvWeight), opt(W(l, Slot::QkvBias)), view2(qkv, n, 3 * QD));
+      ops::matmul(cx, IN, W(l, Slot::QkvWeight), opt(W(l, Slot::QkvBias)), view2(dev, qkv, n, 3 * QD));
     }
     if (c.position == PositionKind::Rope) {
       if (!per_item_rope) {
@@ -321,7 +358,7 @@ void Model::Impl::forward(std::span<const Model::BatchItem> items) {
       ops::attention(cx, Q3.slice(0, o0, o1), pool, gr.batch, c.attn_scale,
                      slopes.empty() ? nullptr : &slopes, ATT3.slice(0, o0, o1));
     }
-    ops::matmul(cx, view2(att, n, QD), W(l, Slot::OutWeight), opt(W(l, Slot::OutBias)), A);
+    ops::matmul(cx, view2(dev, att, n, QD), W(l, Slot::OutWeight), opt(W(l, Slot::OutBias)), A);
     dump(A, "attn_out", l);
     if (c.norm_placement == NormPlacement::Pre) {
       ops::add(cx, X, A, X);
@@ -336,10 +373,10 @@ void Model::Impl::forward(std::span<const Model::BatchItem> items) {
       norm(X, W(l, Slot::FfnNormWeight), W(l, Slot::FfnNormBias), T);
       dump(T, "ffn_norm", l);
     }
-    const Tensor U = view2(u, n, F);
+    const Tensor U = view2(dev, u, n, F);
     ops::matmul(cx, IN, W(l, Slot::UpWeight), opt(W(l, Slot::UpBias)), U);
     if (c.mlp == MlpKind::Gated) {
-      const Tensor Gt = view2(g, n, F);
+      const Tensor Gt = view2(dev, g, n, F);
       ops::matmul(cx, IN, W(l, Slot::GateWeight), opt(W(l, Slot::GateBias)), Gt);
       ops::swiglu(cx, Gt, U, U);
     } else {
@@ -358,38 +395,42 @@ void Model::Impl::forward(std::span<const Model::BatchItem> items) {
 
   // Head: only the rows whose logits or hidden states are wanted, gathered.
   if (R > 0) {
-    Tensor HR = view2(hx, R, H);
+    Tensor HR = view2(dev, hx, R, H);
     ops::embedding(cx, X, i32(head_rows, R), HR);
     if (c.final_norm == FinalNorm::Present) {
-      const Tensor HN = view2(hn, R, H);
+      const Tensor HN = view2(dev, hn, R, H);
       norm(HR, G(Slot::FinalNormWeight), G(Slot::FinalNormBias), HN);
       HR = HN;
     }
     if (c.projection == EmbeddingProjection::InOut) {
-      const Tensor P = view2(he, R, E);
+      const Tensor P = view2(dev, he, R, E);
       ops::matmul(cx, HR, G(Slot::ProjectOut), nullptr, P);
       HR = P;
     }
     dump(HR, "result_norm");
     // Rows of items that want logits only are needed by the head; running the
     // head over every gathered row keeps this simple (hidden-only rows are rare).
-    const Tensor L = view2(lg, R, V);
+    const Tensor L = view2(dev, lg, R, V);
     bool any_logits = false;
-    for (const Model::BatchItem& it : items) any_logits = any_logits || it.logits;
+    for (const Model::BatchItem& it : items) any_logits = any_logits || it.logits || it.logits_view;
     if (any_logits) {
       ops::matmul(cx, HR, G(Slot::LmHead), nullptr, L);
       dump(L, "result_output");
     }
-    // The results the caller asked for are the only data read back.
+    // The results the caller asked for are the only data read back, and
+    // views are not even that.
+    Backend& be = cx.backend();
+    auto read_back = [&](std::vector<float>& out, const float* src, int64_t count) {
+      out.resize(size_t(count));
+      be.copy(out.data(), Device::CPU, src, dev, size_t(count) * sizeof(float));
+    };
     int64_t r = 0;
     for (const Model::BatchItem& it : items) {
-      if (!it.logits && !it.hidden) continue;
+      if (!it.logits && !it.logits_view && !it.hidden) continue;
       const int64_t rows = it.which == Logits::All ? int64_t(it.ids.size()) : 1;
-      if (it.logits) it.logits->assign(lg + r * V, lg + (r + rows) * V);
-      if (it.hidden) {
-        const float* src = static_cast<const float*>(HR.row(r));
-        it.hidden->assign(src, src + rows * E);
-      }
+      if (it.logits) read_back(*it.logits, lg + r * V, rows * V);
+      if (it.logits_view) *it.logits_view = L.slice(0, r, r + rows);
+      if (it.hidden) read_back(*it.hidden, static_cast<const float*>(HR.row(r)), rows * E);
       r += rows;
     }
   }

@@ -46,7 +46,7 @@ std::unique_ptr<KvCache> Model::new_cache(DType kv_dtype) const {
   const ModelConfig& c = impl_->cfg;
   return std::make_unique<ContiguousKvCache>(
       c.n_layers, c.n_kv_heads, c.head_dim, kv_dtype,
-      c.position == PositionKind::Learned ? c.max_positions : 0);
+      c.position == PositionKind::Learned ? c.max_positions : 0, &impl_->ctx->backend());
 }
 
 void Model::forward(KvCache& cache, std::span<const int32_t> ids, int64_t pos0, Logits which,

@@ -77,6 +77,10 @@ struct Model::Impl {
   std::unique_ptr<Context> ctx;
   std::vector<float> alibi;      // [n_heads] or empty
   std::vector<float> rope_freq;  // [rot_dim / 2] (dynamic scaling: within the trained context)
+  // The tables as the ops read them, and the weights' copies on a device
+  // other than the CPU (placed once in prepare()).
+  Tensor alibi_t, rope_freq_t;
+  std::vector<std::shared_ptr<Buffer>> placed_weights;
   // Per-step state, kept so that a step no larger than those before it
   // allocates nothing.
   struct Group {  // consecutive batch items sharing one KV pool
@@ -91,7 +95,7 @@ struct Model::Impl {
   std::vector<int64_t> offset;
   std::string dump_dir;
   int64_t calls = 0;
-  std::unique_ptr<HostBuffer> ws;  // activations workspace
+  std::shared_ptr<Buffer> ws;  // activations workspace, from the context's backend
   size_t ws_floats = 0;
 
   const Tensor& G(model::Slot s) const { return global[size_t(s)]; }

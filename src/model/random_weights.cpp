@@ -53,8 +53,8 @@ std::unique_ptr<Model> Model::random(const ModelConfig& config, const RandomOpti
   impl->arch = model::find_arch(config.family);
   if (!impl->arch) throw Error("random weights: no descriptor for family " + config.family);
   const int threads = options.threads > 0 ? options.threads : ThreadPool::hardware_threads();
-  impl->ctx = std::make_unique<Context>(threads);
-  impl->ctx->gemm_min_rows = kGemmMinRows;
+  impl->ctx = std::make_unique<Context>(options.device, threads);
+  impl->ctx->cpu.gemm_min_rows = kGemmMinRows;
 
   // Every tensor the configuration needs, under the descriptor's names.
   struct Job {

@@ -2,16 +2,35 @@
 // calls that device's implementation (src/ops/cpu/ for host memory).  A
 // device without an implementation of an op is an error naming both; no
 // memory is touched before the check.
+#include <algorithm>
 #include <initializer_list>
 #include <string>
 #include <utility>
 
 #include "ops/cpu/ops_cpu.hpp"
+#include "runnel/backend.hpp"
 #include "runnel/error.hpp"
 
 namespace runnel {
 
-Context::Context(int n_threads) : pool(n_threads) {}
+Context::Context(int n_threads) : Context(Device::CPU, n_threads) {}
+
+Context::Context(Device device, int n_threads) : pool(n_threads), device_(device) {
+  if (device == Device::CPU) {
+    backend_ = &cpu_backend();
+    return;
+  }
+  backend_ = cuda_backend();
+  if (!backend_) {
+    const std::vector<std::string> built = compiled_backends();
+    const bool compiled = std::find(built.begin(), built.end(), "cuda") != built.end();
+    throw Error(compiled ? "device cuda: no CUDA device found"
+                         : "device cuda: this build of runnel has no CUDA backend");
+  }
+  resources_ = backend_->make_resources();
+}
+
+Context::~Context() = default;
 
 float* Context::scratch(size_t n) {
   if (scratch_.size() < n) scratch_.resize(n);

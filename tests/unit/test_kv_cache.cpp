@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "runnel/backend.hpp"
 #include "runnel/error.hpp"
 #include "runnel/kv_cache.hpp"
 #include "runnel/model.hpp"
@@ -414,6 +415,53 @@ TEST(PagedKvCache, CopyOnWriteOnlyInReserve) {
   EXPECT_EQ(static_cast<const float*>(p.k.select(0, fresh).row(1))[0], 9.0f);
   EXPECT_EQ(static_cast<const float*>(p.k.select(0, shared).row(1))[0], 1.0f);  // a is untouched
   pool.check_consistency();
+}
+
+// The pools come from the backend the options name (the model's Context's),
+// and every copy of cache memory goes through it.
+class CountingBackend final : public Backend {
+ public:
+  Device device() const override { return Device::CPU; }
+  std::string name() const override { return "counting"; }
+  std::shared_ptr<Buffer> allocate(size_t bytes) override {
+    ++allocations;
+    return cpu_backend().allocate(bytes);
+  }
+  void copy(void* dst, Device dd, const void* src, Device sd, size_t bytes) override {
+    ++copies;
+    cpu_backend().copy(dst, dd, src, sd, bytes);
+  }
+  void synchronize() override {}
+  bool supports(Op op, DType dtype) const override { return cpu_backend().supports(op, dtype); }
+  int allocations = 0, copies = 0;
+};
+
+TEST(PagedKvCache, MemoryComesFromTheBackend) {
+  CountingBackend be;
+  KvCacheOptions o;
+  o.n_layers = 3;
+  o.n_kv_heads = 1;
+  o.head_dim = 4;
+  o.block_size = 4;
+  o.n_blocks = 8;
+  o.backend = &be;
+  PagedKvCache pool(o);
+  EXPECT_EQ(be.allocations, 6);  // K and V of each layer, once
+  const auto a = pool.add_sequence();
+  pool.reserve(a, 6);
+  const auto b = pool.fork(a);
+  EXPECT_EQ(be.copies, 0);
+  pool.reserve(b, 6, 5);  // copy-on-write of the shared block, per layer, K and V
+  EXPECT_EQ(be.copies, 6);
+  EXPECT_EQ(be.allocations, 6);
+
+  ContiguousKvCache c(2, 1, 4, DType::F32, 0, &be);
+  c.reserve(10);
+  EXPECT_EQ(be.allocations, 6 + 4);
+  EXPECT_EQ(c.pool(1).k.device(), Device::CPU);
+  c.reserve(100);  // grows: new storage, the old rows copied over
+  EXPECT_EQ(be.allocations, 6 + 8);
+  EXPECT_EQ(be.copies, 6 + 4);
 }
 
 }  // namespace

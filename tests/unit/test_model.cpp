@@ -3,6 +3,8 @@
 // position, hidden states, greedy continuations through the KV cache,
 // perplexity, and f16 / bf16 compute within looser bounds.
 #include <gtest/gtest.h>
+
+#include <cstring>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -156,6 +158,34 @@ TEST_P(ModelFixture, GreedyContinuationMatches) {
       }
       ++prompt_no;
     }
+  }
+}
+
+// Logits can stay where they were computed: the view holds the same bits
+// the copy does, [1, vocab] for the last token or [n, vocab] for all.
+TEST_P(ModelFixture, LogitsViewEqualsTheCopy) {
+  auto model = load(dir_);
+  const std::vector<int32_t> ids = ids_of(ref_["prompts"][0]["ids"]);
+  const int64_t V = model->config().vocab_size;
+  for (Logits which : {Logits::Last, Logits::All}) {
+    auto c1 = model->new_cache();
+    auto c2 = model->new_cache();
+    std::vector<float> copied;
+    model->forward(*c1, ids, 0, which, copied);
+    Tensor view;
+    Model::BatchItem it;
+    it.cache = c2.get();
+    it.ids = ids;
+    it.which = which;
+    it.logits_view = &view;
+    model->forward(std::span<const Model::BatchItem>(&it, 1));
+    const int64_t rows = which == Logits::All ? int64_t(ids.size()) : 1;
+    ASSERT_EQ(view.ndim(), 2);
+    EXPECT_EQ(view.dim(0), rows);
+    EXPECT_EQ(view.dim(1), V);
+    EXPECT_EQ(view.device(), Device::CPU);
+    ASSERT_EQ(copied.size(), size_t(rows * V));
+    EXPECT_EQ(std::memcmp(view.data(), copied.data(), copied.size() * sizeof(float)), 0);
   }
 }
 

@@ -71,7 +71,7 @@ TEST_P(MatmulPaths, AgreeWithReference) {
       const auto yr = ref_matmul(x, wr, b.data(), m, n, k);
       Tensor w = dt == DType::F32 ? T(wf, {n, k}) : Tensor::view(wh.data(), dt, {n, k});
       for (bool dnnl : {true, false}) {
-        ctx.use_dnnl = dnnl;
+        ctx.cpu.use_dnnl = dnnl;
         auto y = poisoned(size_t(m * n));
         Tensor bt = T(b, {n});
         ops::matmul(ctx, T(x, {m, k}), w, &bt, T(y, {m, n}));
@@ -581,6 +581,42 @@ TEST(CudaBackend, RoundTripThroughDeviceMemory) {
   cuda->synchronize();
   EXPECT_EQ(src, back);
   EXPECT_FALSE(cuda->supports(Op::MatMul, DType::F32));
+}
+
+// A Context names its device, the backend holding that device's memory and
+// the device's own resources; a device the build or machine lacks is refused
+// when the context (or a model on it) is made.
+TEST(Context, NamesItsDeviceBackendAndResources) {
+  Context cpu(2);
+  EXPECT_EQ(cpu.device(), Device::CPU);
+  EXPECT_EQ(&cpu.backend(), &cpu_backend());
+  EXPECT_EQ(cpu.resources(), nullptr);
+  EXPECT_EQ(cpu.pool.size(), 2);
+  if (cuda_backend()) {
+    Context gpu(Device::CUDA, 1);
+    EXPECT_EQ(gpu.device(), Device::CUDA);
+    EXPECT_EQ(&gpu.backend(), cuda_backend());
+    EXPECT_NE(gpu.resources(), nullptr);  // a stream and the cuBLAS handles
+    return;
+  }
+  const auto b = compiled_backends();
+  const bool built = std::find(b.begin(), b.end(), "cuda") != b.end();
+  const std::string want = built ? "device cuda: no CUDA device found"
+                                 : "device cuda: this build of runnel has no CUDA backend";
+  try {
+    Context gpu(Device::CUDA, 1);
+    ADD_FAILURE() << "a CUDA context without a CUDA backend";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), want);
+  }
+  LoadOptions lo;
+  lo.device = Device::CUDA;
+  try {
+    Model::load(std::string(RUNNEL_TEST_DATA_DIR) + "/models/llama-mha", lo);
+    ADD_FAILURE() << "a model loaded onto a missing CUDA device";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), want);
+  }
 }
 
 }  // namespace

@@ -311,7 +311,7 @@ TEST(QuantDot, LlamaCppOrderMakesEveryRowAMatrixVectorProduct) {
     traits(dt).from_float(wf.data(), w.data(), n * kk);
     const Tensor W = Tensor::view(w.data(), dt, {n, kk});
     std::vector<float> y(static_cast<size_t>(m * n)), y1(static_cast<size_t>(n));
-    ctx.llama_cpp_order = true;
+    ctx.cpu.llama_cpp_order = true;
     ops::matmul(ctx, Tensor::view(const_cast<float*>(xf.data()), DType::F32, {m, kk}), W, nullptr,
                 Tensor::view(y.data(), DType::F32, {m, n}));
     int differ = 0;
@@ -321,7 +321,7 @@ TEST(QuantDot, LlamaCppOrderMakesEveryRowAMatrixVectorProduct) {
       for (int64_t j = 0; j < n; ++j) differ += y[size_t(i * n + j)] != y1[size_t(j)];
     }
     EXPECT_EQ(differ, 0) << dtype_name(dt);
-    ctx.llama_cpp_order = false;
+    ctx.cpu.llama_cpp_order = false;
   }
 }
 

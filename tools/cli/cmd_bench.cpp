@@ -540,10 +540,10 @@ int run_bench(const BenchArgs& a) {
     const std::string label = src.name + " " + model->type_name();
     check_lengths(cfg);
     if (a.gemm_min_rows >= 0) {
-      model->context().gemm_min_rows = a.gemm_min_rows;
-      model->context().qgemm_min_rows = a.gemm_min_rows;
+      model->context().cpu.gemm_min_rows = a.gemm_min_rows;
+      model->context().cpu.qgemm_min_rows = a.gemm_min_rows;
     }
-    model->context().llama_cpp_order = a.llama_cpp_order;
+    model->context().cpu.llama_cpp_order = a.llama_cpp_order;
     if (!printer) {
       printer.emplace(fmt_kind, label.size(), backend.size());
       printer->header();
@@ -560,7 +560,7 @@ int run_bench(const BenchArgs& a) {
       row.backend = backend;
       row.size_bytes = model->stored_weight_bytes();
       row.params = parameter_count(cfg);
-      row.gemm_min_rows = model->context().gemm_min_rows;
+      row.gemm_min_rows = model->context().cpu.gemm_min_rows;
       row.ubatch = t.ubatch > 0 ? t.ubatch : std::max<int64_t>({512, t.n_prompt, t.batch});
       if (t.n_prompt > 0 && row.ubatch < t.n_prompt)
         note("-ub {} < {}: a prompt takes several passes", row.ubatch, t.n_prompt);

@@ -101,7 +101,7 @@ int run_generate(const GenerateArgs& a) {
     const auto t0 = Clock::now();
     auto m = Model::load(a.m.model, o);
     bar.finish();
-    m->context().llama_cpp_order = a.m.llama_cpp_order;
+    m->context().cpu.llama_cpp_order = a.m.llama_cpp_order;
     load_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
     return m;
   }();

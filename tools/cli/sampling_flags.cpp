@@ -140,7 +140,7 @@ std::unique_ptr<Model> load_model(const ModelFlags& f, double* load_ms) {
   const auto t0 = std::chrono::steady_clock::now();
   auto model = Model::load(f.model, o);
   bar.finish();
-  model->context().llama_cpp_order = f.llama_cpp_order;
+  model->context().cpu.llama_cpp_order = f.llama_cpp_order;
   if (load_ms)
     *load_ms =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();

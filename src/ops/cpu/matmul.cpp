@@ -180,15 +180,15 @@ void quantized_gemm(Context& ctx, const Operands& o, cpu::QGemmFn fn) {
 void matmul(Context& ctx, const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) {
   const Operands o = check_matmul(x, w, bias, y);
   if (o.a.m == 0 || o.n == 0) return;
-  if (ctx.llama_cpp_order && K().qmatmul[int(o.wtype)] && traits(o.wtype).vec_dot_type != DType::F32)
+  if (ctx.cpu.llama_cpp_order && K().qmatmul[int(o.wtype)] && traits(o.wtype).vec_dot_type != DType::F32)
     return small_batch(ctx, o);
   const auto qg = K().qgemm[int(o.wtype)];
-  const bool use_qg = ctx.use_qgemm && qg && K().qgemm_quant && o.a.k % 32 == 0 &&
-                      o.a.m >= std::min(ctx.qgemm_min_rows, ctx.gemm_min_rows);
+  const bool use_qg = ctx.cpu.use_qgemm && qg && K().qgemm_quant && o.a.k % 32 == 0 &&
+                      o.a.m >= std::min(ctx.cpu.qgemm_min_rows, ctx.cpu.gemm_min_rows);
   if (use_qg) return quantized_gemm(ctx, o, qg);
-  if (o.a.m < ctx.gemm_min_rows) return small_batch(ctx, o);
+  if (o.a.m < ctx.cpu.gemm_min_rows) return small_batch(ctx, o);
 #if defined(RUNNEL_WITH_DNNL)
-  if (ctx.use_dnnl && o.a.k > 0) {
+  if (ctx.cpu.use_dnnl && o.a.k > 0) {
     f32_panels(ctx, o, [&](int64_t j0, int64_t nc, const float* wp, int64_t ldw) {
       dnnl_f32(ctx, o.a, wp, ldw, o.a.bias ? o.a.bias + j0 : nullptr, o.a.y + j0, nc);
     });
