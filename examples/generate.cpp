@@ -4,10 +4,10 @@
 //            [--timeout-ms MS] [--cancel-after N] (PROMPT | --ids 1,2,3)
 //
 // MODEL is a Hugging Face folder, a GGUF file or a llama2.c checkpoint (the
-// format is detected).  The loop is the whole of generation: prefill the prompt
-// into a Sequence, then sample, detokenize, check the stop conditions and
-// decode the next token.  Ctrl-C, --timeout-ms or --cancel-after cancel it
-// through the callback given to stream(); the text so far is kept.
+// format is detected).  Generation is one request through the Scheduler
+// (runnel::generate), streamed through its event callback.  Ctrl-C,
+// --timeout-ms or --cancel-after cancel it through the callback given to
+// stream(); the text so far is kept.
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -21,6 +21,7 @@
 #include <runnel/error.hpp>
 #include <runnel/model.hpp>
 #include <runnel/sampler.hpp>
+#include <runnel/scheduler.hpp>
 #include <runnel/tokenizer.hpp>
 
 #include "common.hpp"
@@ -30,59 +31,32 @@ namespace {
 std::atomic<bool> g_interrupted{false};
 extern "C" void on_sigint(int) { g_interrupted = true; }
 
-enum class End { Stopped, Cancelled };
-
 // Called with each new token and the text that is safe to print now; return
 // false to cancel.
 using OnToken = std::function<bool(int32_t token, std::string_view text)>;
 
-// Generates after `prompt` until a stop condition or the callback says stop.
-// Returns how generation ended; `reason` says which stop condition fired.
-End stream(runnel::Model& model, const std::vector<int32_t>& prompt,
-           const runnel::SamplerOptions& sampling, const runnel::StopOptions& stop,
-           const OnToken& on_token, runnel::StopReason& reason) {
-  const runnel::Tokenizer* tok = model.tokenizer();
-  runnel::Sampler sampler = runnel::make_sampler(sampling);
-  runnel::StopCondition stopper(stop);
-  std::optional<runnel::StreamDecoder> decoder;
-  if (tok) {
-    decoder.emplace(*tok, /*skip_special=*/true);
-    for (int32_t id : prompt) decoder->push(id);  // context for the first piece's spacing
-  }
-  for (int32_t id : prompt) sampler.accept(id);  // repetition penalties see the prompt
-
-  runnel::Sequence seq(model);
-  std::vector<float> logits = seq.prefill(prompt);  // [vocab]
-  const int64_t context = model.config().max_positions;
-  for (;;) {
-    const int32_t id = sampler.sample(logits);
-    const std::string piece = decoder ? decoder->push(id) : std::to_string(id) + " ";
-    const runnel::StopCondition::Step step = stopper.push(id, piece);
-    if (!on_token(id, step.text)) return End::Cancelled;
-    if (step.stop != runnel::StopReason::None) {
-      reason = step.stop;
-      // A partial UTF-8 character held by the decoder is shown as U+FFFD.
-      if (reason == runnel::StopReason::MaxTokens && decoder) on_token(-1, decoder->flush());
-      return End::Stopped;
-    }
-    if (context > 0 && seq.n_past() >= context) break;  // the context is full
-    logits = seq.decode(id);
-  }
-  // Stopped for a reason StopCondition does not see: release held-back text.
-  std::string rest = stopper.flush();
-  if (decoder) rest += decoder->flush();
-  on_token(-1, rest);
-  reason = runnel::StopReason::MaxTokens;
-  return End::Stopped;
-}
-
-const char* reason_name(runnel::StopReason r) {
-  switch (r) {
-    case runnel::StopReason::Eos: return "eos";
-    case runnel::StopReason::StopString: return "stop string";
-    case runnel::StopReason::MaxTokens: return "max tokens";
-    default: return "none";
-  }
+// Generates after `prompt` until a stop condition or the callback says stop:
+// one request through the Scheduler, which samples, detokenizes (never a
+// partial character, never a stop string) and checks the stop conditions.
+runnel::FinishReason stream(runnel::Model& model, const std::vector<int32_t>& prompt,
+                            const runnel::SamplerOptions& sampling,
+                            const runnel::StopOptions& stop, const OnToken& on_token) {
+  runnel::RequestOptions ro;
+  ro.sampling = sampling;
+  ro.stop = stop;  // EOS ids are added (stop_at_eos)
+  ro.text = model.tokenizer() != nullptr;
+  runnel::SchedulerOptions so;  // the KV cache: the model's context, f32
+  so.max_sequences = 1;
+  const runnel::RequestResult r =
+      runnel::generate(model, prompt, ro, so, [&](const runnel::Event& e) {
+        // Without a tokenizer, the ids are the text (an EOS id is not shown).
+        const bool shown = e.token >= 0 && e.finish != runnel::FinishReason::Eos;
+        const std::string text = ro.text ? e.text : shown ? std::to_string(e.token) + " " : "";
+        return on_token(e.token, text);
+      });
+  const runnel::Completion& c = r.samples.at(0);
+  if (c.finish == runnel::FinishReason::Error) throw runnel::Error(c.error);
+  return c.finish;
 }
 
 int usage(const char* argv0) {
@@ -128,11 +102,6 @@ int main(int argc, char** argv) {
     auto model = runnel::Model::load(model_path, load);
     const std::vector<int32_t> prompt = example::prompt_ids(*model, prompt_text, ids);
 
-    // Stop at the model's end-of-sequence tokens (config and tokenizer).
-    stop.eos_ids = model->config().eos_ids;
-    if (const runnel::Tokenizer* tok = model->tokenizer(); tok && tok->eos_id() >= 0)
-      stop.eos_ids.push_back(tok->eos_id());
-
     std::signal(SIGINT, on_sigint);
     const auto deadline =
         std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
@@ -144,13 +113,12 @@ int main(int argc, char** argv) {
       if (g_interrupted || (cancel_after >= 0 && n >= cancel_after)) return false;
       return timeout_ms <= 0 || std::chrono::steady_clock::now() < deadline;
     };
-    runnel::StopReason reason = runnel::StopReason::None;
-    const End end = stream(*model, prompt, sampling, stop, on_token, reason);
+    const runnel::FinishReason end = stream(*model, prompt, sampling, stop, on_token);
     std::printf("\n");
     std::fflush(stdout);
     std::fprintf(stderr, "[%lld tokens after a %zu-token prompt; %s]\n",
                  static_cast<long long>(n), prompt.size(),
-                 end == End::Cancelled ? "cancelled" : reason_name(reason));
+                 runnel::to_string(end));
   } catch (const runnel::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

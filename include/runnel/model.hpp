@@ -132,7 +132,9 @@ class Model {
   std::unique_ptr<Impl> impl_;
 };
 
-// One sequence: its tokens and KV cache.
+// One sequence: its tokens and KV cache, stepped by hand (perplexity, tests,
+// your own loop).  Generation goes through the Scheduler (scheduler.hpp:
+// runnel::generate for one prompt).
 class Sequence {
  public:
   explicit Sequence(Model& model, DType kv_dtype = DType::F32);
@@ -150,20 +152,6 @@ class Sequence {
   std::unique_ptr<KvCache> cache_;
   std::vector<int32_t> tokens_;
 };
-
-struct GenerateOptions {
-  int max_new_tokens = 32;
-  float temperature = 0.0f;  // 0: greedy (ties go to the lowest id)
-  uint64_t seed = 0;         // for temperature > 0
-  // Generation stops after emitting one of these (it is included in the result).
-  std::vector<int32_t> stop_ids;
-};
-
-// Prefills `prompt` into `seq`, then generates.  `on_token` sees each new
-// token as it is chosen and may return false to stop.  Returns the new tokens.
-std::vector<int32_t> generate(Sequence& seq, std::span<const int32_t> prompt,
-                              const GenerateOptions& options,
-                              const std::function<bool(int32_t)>& on_token = {});
 
 // The index of the largest logit (the lowest index among ties).
 int32_t argmax(std::span<const float> logits);

@@ -41,6 +41,9 @@ struct RequestOptions {
   int n_samples = 1;        // > 1: sequences forked from one prefill (sample s is seeded seed + s)
   bool text = true;         // detokenize into Event::text / Completion::text (needs a tokenizer)
   bool keep_logits = false;  // Completion::logits gets the logits of every sampling step
+  // Start from the kept prefix (SchedulerOptions::keep_prefixes) that shares
+  // the most leading tokens with the prompt; false: prefill the whole prompt.
+  bool reuse_prefix = true;
 };
 
 // One streamed step of one sample.
@@ -83,6 +86,12 @@ struct SchedulerOptions {
   int64_t kv_cache_mb = 0;
   int64_t max_batch_tokens = 512;  // tokens per forward pass (prompt chunks + decodes)
   int max_sequences = 64;          // sequences running at once
+  // Finished sequences whose KV blocks stay in the pool (0: none).  A prompt
+  // that starts with the tokens one of them holds forks its blocks and runs
+  // only the rest, so a conversation that grows by appending costs only the
+  // new turn.  They are freed oldest first when the pool runs out, before any
+  // running request is preempted.
+  int keep_prefixes = 0;
 };
 
 class Scheduler {
@@ -117,6 +126,8 @@ class Scheduler {
     int64_t steps = 0;
     int64_t prompt_tokens = 0;     // prefilled
     int64_t generated_tokens = 0;  // sampled
+    int64_t prefix_tokens = 0;     // prompt tokens found in a kept prefix (not prefilled)
+    int64_t preemptions = 0;       // requests preempted for want of KV blocks
     double forward_s = 0;          // inside Model::forward
     double total_s = 0;            // inside step()
   };
@@ -129,6 +140,11 @@ class Scheduler {
  private:
   std::unique_ptr<Impl> impl_;
 };
+
+// Runs one request through a Scheduler of its own: the library's, and the
+// CLI's, way to generate for one prompt.  `on_event` streams it as submit's does.
+RequestResult generate(Model& model, std::vector<int32_t> prompt, const RequestOptions& options,
+                       const SchedulerOptions& scheduler = {}, EventCallback on_event = {});
 
 // Runs `prompts` together through a Scheduler and returns their results in order.
 std::vector<RequestResult> generate_batch(Model& model,

@@ -107,6 +107,13 @@ struct Scheduler::Impl {
   std::deque<std::unique_ptr<Request>> waiting;  // not admitted (or preempted)
   std::vector<std::unique_ptr<Request>> running;
   int64_t admissions = 0;
+  // Finished sequences kept for their prefix (SchedulerOptions::keep_prefixes),
+  // least recently used first.
+  struct Kept {
+    PagedKvCache::SeqId kv = -1;
+    std::vector<int32_t> tokens;  // the positions the cache holds
+  };
+  std::deque<Kept> kept;
 
   Impl(Model& m, const SchedulerOptions& opt) : model(m), o(opt) {
     const ModelConfig& c = model.config();
@@ -114,6 +121,7 @@ struct Scheduler::Impl {
     if (o.max_sequences < 1) throw Error("scheduler: max_sequences must be >= 1");
     if (o.ctx_size < 0) throw Error("scheduler: ctx_size must be >= 0");
     if (o.kv_cache_mb < 0) throw Error("scheduler: kv_cache_mb must be >= 0");
+    if (o.keep_prefixes < 0) throw Error("scheduler: keep_prefixes must be >= 0");
     KvCacheOptions kv = KvCacheOptions::for_model(c, o.kv_dtype, o.block_size);
     // Learned position tables end at max_positions; RoPE and ALiBi models can
     // run past their trained context (dynamic NTK scaling is meant for that),
@@ -145,6 +153,54 @@ struct Scheduler::Impl {
     s.view.reset();
   }
 
+  // Keeps a finished sample's cached positions for later prompts that start
+  // with them, or frees them.
+  void keep_or_release(Sample& s, FinishReason why) {
+    if (o.keep_prefixes == 0 || s.kv < 0 || s.n_cached <= 0 || why == FinishReason::Error) {
+      release(s);
+      return;
+    }
+    cache->truncate(s.kv, s.n_cached);
+    kept.push_back({s.kv, std::vector<int32_t>(s.tokens.begin(), s.tokens.begin() + s.n_cached)});
+    s.kv = -1;
+    s.view.reset();
+    while (kept.size() > size_t(o.keep_prefixes)) drop_kept();
+  }
+
+  // Frees the least recently used kept prefix; false when there is none.
+  bool drop_kept() {
+    if (kept.empty()) return false;
+    cache->free(kept.front().kv);
+    kept.pop_front();
+    return true;
+  }
+
+  // Gives sample 0 of a request its sequence: a fork of the kept prefix that
+  // shares the most leading tokens with its prompt (all but the last token at
+  // most, which must run for logits), else an empty one.
+  void start(Sample& s0) {
+    size_t best = 0, at = 0;
+    const size_t limit = s0.req->options.reuse_prefix ? s0.tokens.size() - 1 : 0;
+    for (size_t i = 0; i < kept.size(); ++i) {
+      const std::vector<int32_t>& t = kept[i].tokens;
+      size_t n = 0;
+      while (n < limit && n < t.size() && t[n] == s0.tokens[n]) ++n;
+      if (n > best) best = n, at = i;
+    }
+    if (best > 0) {
+      s0.kv = cache->fork(kept[at].kv, int64_t(best));
+      Kept used = std::move(kept[at]);  // now the most recently used
+      kept.erase(kept.begin() + ptrdiff_t(at));
+      kept.push_back(std::move(used));
+      std::lock_guard<std::mutex> lock(mu);
+      stats.prefix_tokens += int64_t(best);
+    } else {
+      s0.kv = cache->add_sequence();
+    }
+    s0.view = std::make_unique<PagedSequenceCache>(*cache, s0.kv);
+    s0.n_cached = int64_t(best);
+  }
+
   // Ends a sample, emitting its last event.  `text` is what may still be printed.
   void finish(Sample& s, FinishReason why, std::string text = {}, std::string error = {},
               int32_t token = -1) {
@@ -152,13 +208,12 @@ struct Scheduler::Impl {
     s.done = true;
     if (s.stop && why != FinishReason::Eos && why != FinishReason::StopString)
       text += s.stop->flush();
-    if (s.decoder && why != FinishReason::Eos && why != FinishReason::StopString &&
-        why != FinishReason::Error)
+    if (s.decoder && why != FinishReason::StopString && why != FinishReason::Error)
       text += s.decoder->flush();
     s.out.text += text;
     s.out.finish = why;
     s.out.error = error;
-    release(s);
+    keep_or_release(s, why);
     --s.req->open;
     // Samples waiting for sample 0's prompt share its fate.
     if (s.index == 0 && !s.req->forked)
@@ -206,16 +261,14 @@ struct Scheduler::Impl {
         publish(std::move(req));
         continue;
       }
+      // Kept prefixes give way to a request that would otherwise wait.
+      while (!running.empty() && cache->free_blocks() - seqs < need && drop_kept()) {
+      }
       if (!running.empty() && cache->free_blocks() - seqs < need) break;
       auto req = std::move(waiting.front());
       waiting.pop_front();
       req->admitted_at = admissions++;
-      if (!req->forked) {  // forked samples get theirs in step()
-        Sample& s0 = *req->samples[0];
-        s0.kv = cache->add_sequence();
-        s0.view = std::make_unique<PagedSequenceCache>(*cache, s0.kv);
-        s0.n_cached = 0;
-      }
+      if (!req->forked) start(*req->samples[0]);  // forked samples get theirs in step()
       running.push_back(std::move(req));
     }
   }
@@ -228,6 +281,10 @@ struct Scheduler::Impl {
       if (r.get() != keep && r->open > 0 && (!victim || r->admitted_at > victim->admitted_at))
         victim = r.get();
     if (!victim) return false;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      ++stats.preemptions;
+    }
     for (auto& s : victim->samples) {
       release(*s);
       s->n_cached = 0;
@@ -368,7 +425,7 @@ struct Scheduler::Impl {
           cache->reserve(s.kv, s.n_cached + inputs[i].n);
           break;
         } catch (const KvCacheFull& e) {
-          if (preempt(s.req)) continue;
+          if (drop_kept() || preempt(s.req)) continue;
           finish(s, FinishReason::Error, {}, e.what());
           break;
         } catch (const ContextFull& e) {
@@ -555,6 +612,14 @@ Scheduler::Stats Scheduler::stats() const {
 
 const PagedKvCache& Scheduler::cache() const { return *impl_->cache; }
 Model& Scheduler::model() { return impl_->model; }
+
+RequestResult generate(Model& model, std::vector<int32_t> prompt, const RequestOptions& options,
+                       const SchedulerOptions& scheduler, EventCallback on_event) {
+  Scheduler s(model, scheduler);
+  const RequestId id = s.submit(std::move(prompt), options, std::move(on_event));
+  s.run();
+  return s.take(id);
+}
 
 std::vector<RequestResult> generate_batch(Model& model,
                                           const std::vector<std::vector<int32_t>>& prompts,

@@ -1,10 +1,9 @@
-// The model's public face: accessors, caches, Sequence and generate.  The
+// The model's public face: accessors, caches and Sequence.  The
 // rest of Model lives beside it: bind.cpp, random_weights.cpp, forward.cpp.
 #include "runnel/model.hpp"
 
 #include <algorithm>
 #include <cmath>
-#include <random>
 
 #include "model/model_impl.hpp"
 #include "runnel/error.hpp"
@@ -95,45 +94,6 @@ int32_t argmax(std::span<const float> logits) {
   for (size_t i = 1; i < logits.size(); ++i)
     if (logits[i] > logits[best]) best = i;
   return int32_t(best);
-}
-
-namespace {
-
-int32_t sample(std::span<const float> logits, float temperature, std::mt19937_64& rng) {
-  const float mx = *std::max_element(logits.begin(), logits.end());
-  std::vector<double> p(logits.size());
-  double sum = 0;
-  for (size_t i = 0; i < logits.size(); ++i)
-    sum += p[i] = std::exp(double(logits[i] - mx) / temperature);
-  const double r = std::uniform_real_distribution<double>(0.0, sum)(rng);
-  double acc = 0;
-  for (size_t i = 0; i < p.size(); ++i)
-    if ((acc += p[i]) > r) return int32_t(i);
-  return int32_t(p.size() - 1);
-}
-
-}  // namespace
-
-std::vector<int32_t> generate(Sequence& seq, std::span<const int32_t> prompt,
-                              const GenerateOptions& options,
-                              const std::function<bool(int32_t)>& on_token) {
-  if (!(options.temperature >= 0.0f) || !std::isfinite(options.temperature))
-    throw Error("temperature must be a finite number >= 0");
-  std::vector<int32_t> out;
-  if (options.max_new_tokens <= 0) return out;
-  std::vector<float> logits = seq.prefill(prompt, Logits::Last);
-  std::mt19937_64 rng(options.seed);
-  for (int i = 0; i < options.max_new_tokens; ++i) {
-    const int32_t next =
-        options.temperature == 0.0f ? argmax(logits) : sample(logits, options.temperature, rng);
-    out.push_back(next);
-    const bool go = on_token ? on_token(next) : true;
-    const bool stop =
-        std::find(options.stop_ids.begin(), options.stop_ids.end(), next) != options.stop_ids.end();
-    if (!go || stop || i + 1 == options.max_new_tokens) break;
-    logits = seq.decode(next);
-  }
-  return out;
 }
 
 }  // namespace runnel

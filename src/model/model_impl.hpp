@@ -2,7 +2,7 @@
 // Model::Impl: what a bound model holds, shared by the files of src/model/:
 // bind.cpp (checkpoint tensors to slots, Model::load), random_weights.cpp
 // (Model::random), forward.cpp (the forward pass and its workspace) and
-// model.cpp (accessors, Sequence, generate).
+// model.cpp (accessors, Sequence).
 #include <array>
 #include <cstdint>
 #include <functional>

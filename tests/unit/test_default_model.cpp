@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "test_generate.hpp"
 #include "runnel/gguf.hpp"
 #include "runnel/model.hpp"
 #include "runnel/tokenizer.hpp"
@@ -108,10 +109,7 @@ TEST(DefaultModel, GreedyGenerationAnswers) {
   ASSERT_NE(model->tokenizer(), nullptr);
   const Tokenizer& tok = *model->tokenizer();
   const std::vector<int32_t> prompt = tok.encode("The capital of France is", true);
-  Sequence seq(*model);
-  GenerateOptions g;
-  g.max_new_tokens = 8;
-  const std::vector<int32_t> out = generate(seq, prompt, g);
+  const std::vector<int32_t> out = test::generate_ids(*model, prompt, 8);
   ASSERT_EQ(out.size(), 8u);
   const std::string text = tok.decode(out);
   EXPECT_NE(text.find("Paris"), std::string::npos) << text;

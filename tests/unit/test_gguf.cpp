@@ -12,6 +12,7 @@
 #include <functional>
 #include <sstream>
 
+#include "test_generate.hpp"
 #include "runnel/error.hpp"
 #include "runnel/gguf.hpp"
 #include "runnel/loader.hpp"
@@ -810,11 +811,9 @@ TEST_P(GgufGreedy, ReproducesRunC) {
   std::vector<int32_t> ids = tok->encode(c.prompt, true);
   ASSERT_FALSE(ids.empty());
   EXPECT_EQ(ids[0], 1);
-  Sequence seq(*model);
-  GenerateOptions g;
-  g.max_new_tokens = 256 - int(ids.size()) + 1;
-  g.stop_ids = {1};  // run.c stops at BOS
-  std::vector<int32_t> out = generate(seq, ids, g);
+  // run.c stops at BOS
+  std::vector<int32_t> out = test::generate_ids(*model, ids, 256 - int(ids.size()) + 1,
+                                                DType::F32, {1});
   if (!out.empty() && out.back() == 1) out.pop_back();
   ids.insert(ids.end(), out.begin(), out.end());
   EXPECT_EQ(tok->decode(ids, /*skip_special=*/true) + "\n", slurp(shared(c.expected)));

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "test_generate.hpp"
 #include "runnel/error.hpp"
 #include "runnel/model.hpp"
 #include "test_util.hpp"
@@ -137,10 +138,8 @@ TEST_P(ModelFixture, GreedyContinuationMatches) {
     int prompt_no = 0;
     for (const json& p : ref_["prompts"]) {
       const std::vector<int32_t> want = ids_of(p["greedy"]);
-      Sequence seq(*model, kv);
-      GenerateOptions g;
-      g.max_new_tokens = int(want.size());
-      const std::vector<int32_t> got = generate(seq, ids_of(p["ids"]), g);
+      const std::vector<int32_t> got =
+          test::generate_ids(*model, ids_of(p["ids"]), int(want.size()), kv);
       if (kv == DType::F32) {
         EXPECT_EQ(got, want) << "prompt " << prompt_no;
       } else {
@@ -254,35 +253,23 @@ TEST(ModelSampling, SeededTemperatureSampling) {
   auto model = load(variant_dir("opt-prenorm"));
   const std::vector<int32_t> prompt = {2, 40, 41};
   auto run = [&](uint64_t seed, float temp) {
-    Sequence seq(*model);
-    GenerateOptions g;
-    g.max_new_tokens = 32;
-    g.temperature = temp;
-    g.seed = seed;
-    return generate(seq, prompt, g);
+    return test::generate_ids(*model, prompt, 32, DType::F32, {}, temp, seed);
   };
   EXPECT_EQ(run(1, 1.0f), run(1, 1.0f));
   EXPECT_NE(run(1, 1.0f), run(2, 1.0f));
   // A tiny temperature is greedy.
   EXPECT_EQ(run(3, 1e-4f), run(0, 0.0f));
-  Sequence seq(*model);
-  GenerateOptions bad;
-  bad.temperature = -1.0f;
-  EXPECT_THROW(generate(seq, prompt, bad), Error);
+  EXPECT_THROW(test::generate_ids(*model, prompt, 8, DType::F32, {}, -1.0f), Error);
 }
 
 // Generation stops after a stop id, which is included.
 TEST(ModelSampling, StopIds) {
   auto model = load(variant_dir("opt-prenorm"));
   const std::vector<int32_t> prompt = {2, 40, 41};
-  Sequence s1(*model);
-  GenerateOptions g;
-  g.max_new_tokens = 8;
-  const std::vector<int32_t> free_run = generate(s1, prompt, g);
+  const std::vector<int32_t> free_run = test::generate_ids(*model, prompt, 8);
   ASSERT_EQ(free_run.size(), 8u);
-  Sequence s2(*model);
-  g.stop_ids = {free_run[2]};
-  const std::vector<int32_t> stopped = generate(s2, prompt, g);
+  const std::vector<int32_t> stopped =
+      test::generate_ids(*model, prompt, 8, DType::F32, {free_run[2]});
   const auto first = std::find(free_run.begin(), free_run.end(), free_run[2]);
   EXPECT_EQ(stopped, std::vector<int32_t>(free_run.begin(), first + 1));
 }

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "test_generate.hpp"
 #include "runnel/loader.hpp"
 #include "runnel/model.hpp"
 #include "runnel/tokenizer.hpp"
@@ -49,11 +50,7 @@ class Llama2cGreedy : public ::testing::TestWithParam<GreedyCase> {};
 std::string run_c_text(Model& model, const Tokenizer& tok, const std::string& prompt, DType kv) {
   std::vector<int32_t> ids = tok.encode(prompt, true);
   if (ids.empty() || ids[0] != 1) ids.insert(ids.begin(), 1);
-  Sequence seq(model, kv);
-  GenerateOptions g;
-  g.max_new_tokens = 256 - int(ids.size()) + 1;
-  g.stop_ids = {1};
-  std::vector<int32_t> out = generate(seq, ids, g);
+  std::vector<int32_t> out = test::generate_ids(model, ids, 256 - int(ids.size()) + 1, kv, {1});
   if (!out.empty() && out.back() == 1) out.pop_back();
   std::vector<int32_t> all(ids.begin(), ids.end());
   all.insert(all.end(), out.begin(), out.end());
@@ -105,16 +102,12 @@ TEST(Llama2cModel, Stories260KHalfPrecisionAgreesEarly) {
   LoadOptions o;
   o.threads = 1;
   auto ref = Model::load(p.string(), o);
-  Sequence s0(*ref);
-  GenerateOptions g;
-  g.max_new_tokens = 24;
   const std::vector<int32_t> prompt = {1};
-  const std::vector<int32_t> want = generate(s0, prompt, g);
+  const std::vector<int32_t> want = test::generate_ids(*ref, prompt, 24);
   for (DType dt : {DType::F16, DType::BF16}) {
     o.dtype = dt;
     auto m = Model::load(p.string(), o);
-    Sequence s(*m);
-    const std::vector<int32_t> got = generate(s, prompt, g);
+    const std::vector<int32_t> got = test::generate_ids(*m, prompt, 24);
     const size_t check = dt == DType::F16 ? 24 : 8;
     for (size_t i = 0; i < check; ++i)
       EXPECT_EQ(got[i], want[i]) << dtype_name(dt) << " step " << i;

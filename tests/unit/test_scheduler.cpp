@@ -191,6 +191,7 @@ TEST_P(Batched, PreemptionUnderATinyCacheKeepsResults) {
     EXPECT_LT(test::norm_err(c.logits, want[i].logits), kTol) << "prompt " << i;
   }
   EXPECT_EQ(s.cache().free_blocks(), s.cache().n_blocks());
+  EXPECT_GT(s.stats().preemptions, 0);  // the pool is too small for all five at once
   s.cache().check_consistency();
 }
 
@@ -293,6 +294,61 @@ TEST(Scheduler, CancelStreamingAndPerSequenceErrors) {
 
   EXPECT_THROW(s.take(d), Error);  // taken already
   EXPECT_EQ(s.cache().free_blocks(), s.cache().n_blocks());
+}
+
+// A kept prefix: a prompt that extends the last request's tokens runs only
+// what it adds and gives the tokens of that prompt run alone; a kept prefix
+// gives way to a request that needs its blocks; reuse_prefix = false ignores it.
+TEST(Scheduler, KeptPrefixIsReusedAndGivesWay) {
+  auto m = load("llama-gqa-tied-llama3");
+  const int32_t V = int32_t(m->config().vocab_size);
+  SchedulerOptions so;
+  so.block_size = 4;
+  so.ctx_size = 40;  // 10 blocks
+  so.keep_prefixes = 1;
+  Scheduler s(*m, so);
+  const std::vector<int32_t> a = tokens(20, 7, V);
+  const RequestId ra = s.submit(a, greedy(8));
+  s.run();
+  const Completion ca = s.take(ra).samples[0];
+  ASSERT_EQ(ca.tokens.size(), 8u);
+  EXPECT_EQ(s.stats().prefix_tokens, 0);
+  // 27 positions (the prompt and all but the last token) stay: 7 blocks.
+  EXPECT_EQ(s.cache().free_blocks(), 3);
+
+  std::vector<int32_t> b = a;
+  b.insert(b.end(), ca.tokens.begin(), ca.tokens.end());  // 28: one more than cached
+  b.push_back(5);
+  const int64_t prompt_before = s.stats().prompt_tokens;
+  const RequestId rb = s.submit(b, greedy(6));
+  s.run();
+  const Completion cb = s.take(rb).samples[0];
+  EXPECT_EQ(s.stats().prefix_tokens, 27);
+  EXPECT_EQ(s.stats().prompt_tokens - prompt_before, 2);
+  const Solo want_b = solo_greedy(*m, b, 6);
+  EXPECT_EQ(cb.tokens, want_b.tokens);
+  EXPECT_LT(test::norm_err(cb.logits, want_b.logits), kTol);
+  s.cache().check_consistency();
+
+  // An unrelated 30-token prompt needs 9 of the 10 blocks: the kept prefix goes.
+  const std::vector<int32_t> c = tokens(30, 8, V);
+  const RequestId rc = s.submit(c, greedy(4));
+  s.run();
+  const Completion cc = s.take(rc).samples[0];
+  EXPECT_EQ(cc.finish, FinishReason::MaxTokens) << cc.error;
+  EXPECT_EQ(cc.tokens, solo_greedy(*m, c, 4).tokens);
+  EXPECT_EQ(s.stats().preemptions, 0);
+  s.cache().check_consistency();
+
+  // Asked not to, a request starts from nothing even when a prefix matches.
+  RequestOptions fresh = greedy(2);
+  fresh.reuse_prefix = false;
+  const int64_t reused = s.stats().prefix_tokens;
+  const RequestId rd = s.submit(c, fresh);
+  s.run();
+  EXPECT_EQ(s.take(rd).samples[0].finish, FinishReason::MaxTokens);
+  EXPECT_EQ(s.stats().prefix_tokens, reused);
+  s.cache().check_consistency();
 }
 
 TEST(Scheduler, RequestLargerThanThePoolFailsAlone) {

@@ -28,6 +28,7 @@
 #include "runnel/model.hpp"
 #include "runnel/runnel.hpp"
 #include "runnel/sampler.hpp"
+#include "runnel/scheduler.hpp"
 #include "runnel/tokenizer.hpp"
 #include "sampling_flags.hpp"
 
@@ -112,17 +113,30 @@ std::string resolve_template_arg(const std::string& v) {
               "), a file, nor Jinja text");
 }
 
+// One conversation at a time: the pool holds the context, and the last
+// turn's cache stays in it for the next turn.
+SchedulerOptions scheduler_options(const ChatArgs& a, int64_t n_ctx) {
+  SchedulerOptions o;
+  o.kv_dtype = kv_dtype(a.m);
+  o.ctx_size = n_ctx;
+  o.max_sequences = 1;
+  o.keep_prefixes = 1;
+  const int64_t chunk = prompt_chunk(a.m);
+  o.max_batch_tokens = chunk > 0 ? chunk : n_ctx;
+  return o;
+}
+
 class Chat {
  public:
-  Chat(const ChatArgs& a, Model& model, const Tokenizer& tok, ChatTemplate tmpl, Sampler sampler,
+  Chat(const ChatArgs& a, Model& model, const Tokenizer& tok, ChatTemplate tmpl, SamplerOptions sampling,
        int64_t n_ctx)
       : a_(a),
         model_(model),
         tok_(tok),
         tmpl_(std::move(tmpl)),
-        sampler_(std::move(sampler)),
+        sampling_(std::move(sampling)),
         n_ctx_(n_ctx),
-        cache_(model.new_cache(kv_dtype(a.m))) {
+        sched_(model, scheduler_options(a, n_ctx)) {
     const ModelConfig& cfg = model.config();
     StopOptions so;
     so.eos_ids = eos_ids(cfg, &tok, /*all_eog=*/true);
@@ -138,7 +152,7 @@ class Chat {
 
   void reset() {
     history_.clear();
-    fed_.clear();
+    fresh_ = true;
   }
 
   // One user turn: renders, fits, prefills and streams the reply.  Returns
@@ -193,62 +207,40 @@ class Chat {
                         "vocabulary of {} tokens (tokenizer and model do not match)",
                         id, vocab));
 
-    // Keep the cached prefix the new prompt shares; at least one token is run.
-    size_t common = 0;
-    while (common < fed_.size() && common < ids.size() && fed_[common] == ids[common]) ++common;
-    if (common == ids.size()) --common;
-    const auto t0 = Clock::now();
-    std::vector<float> logits;
-    forward_chunked(model_, *cache_, std::span<const int32_t>(ids).subspan(common),
-                    int64_t(common), Logits::Last, logits, prompt_chunk(a_.m));
-    fed_ = ids;
-
-    sampler_.reset(a_.s.o.seed + uint64_t(n_turns_));
-    for (int32_t id : ids) sampler_.accept(id);
-    StopCondition stop(stop_opts_);
-    StreamDecoder dec(tok_, /*skip_special=*/true);
-    for (size_t i = ids.size() > 8 ? ids.size() - 8 : 0; i < ids.size(); ++i) dec.push(ids[i]);
-
-    const int64_t budget = std::min<int64_t>(a_.n_predict, n_ctx_ - int64_t(ids.size()));
+    // The Scheduler keeps the last turn's cache and runs only what the new
+    // prompt does not share with it (at least one token).
+    RequestOptions ro;
+    ro.sampling = sampling_;
+    ro.sampling.seed = sampling_.seed + uint64_t(n_turns_);
+    ro.stop = stop_opts_;
+    ro.stop.max_tokens = std::min<int64_t>(a_.n_predict, n_ctx_ - int64_t(ids.size()));
+    ro.stop_at_eos = false;  // stop_opts_ has every end-of-generation id
+    ro.reuse_prefix = !fresh_;
+    fresh_ = false;
+    const int64_t reused_before = sched_.stats().prefix_tokens;
     std::string reply;
     int64_t n_gen = 0;
-    bool by_string = false;
-    const auto t1 = Clock::now();
+    const auto t0 = Clock::now();
+    Clock::time_point t1 = t0;
     g_interrupted.store(false);
     g_generating.store(true);
     bool interrupted = false;
-    for (int64_t i = 0; i < budget; ++i) {
-      if (g_interrupted.load()) {
-        interrupted = true;
-        break;
-      }
-      const int32_t id = sampler_.sample(logits);
-      ++n_gen;
-      const StopCondition::Step step = stop.push(id, dec.push(id));
-      std::fputs(step.text.c_str(), stdout);
+    const RequestId id = sched_.submit(ids, ro, [&](const Event& e) {
+      if (e.token >= 0 && n_gen++ == 0) t1 = Clock::now();
+      std::fputs(e.text.c_str(), stdout);
       std::fflush(stdout);
-      reply += step.text;
-      if (step.stop != StopReason::None) {
-        by_string = step.stop == StopReason::StopString;
-        break;
-      }
-      if (i + 1 == budget) break;
-      model_.forward(*cache_, std::span<const int32_t>(&id, 1), int64_t(fed_.size()), Logits::Last,
-                     logits);
-      fed_.push_back(id);
-    }
+      reply += e.text;
+      if (g_interrupted.load()) interrupted = true;
+      return !interrupted;
+    });
+    sched_.run();
+    const RequestResult res = sched_.take(id);
+    const int64_t common = sched_.stats().prefix_tokens - reused_before;
     g_generating.store(false);
     if (interrupted && log_enabled(LogLevel::Info))
       std::fputs("\nchat: reply stopped (Ctrl-C); Ctrl-C again at the prompt, or Ctrl-D, exits\n",
                  stderr);
-    if (!by_string) {
-      std::string tail = stop.flush() + dec.flush();
-      size_t cut = std::string::npos;
-      for (const auto& s : a_.s.stop) cut = std::min(cut, tail.find(s));
-      if (cut != std::string::npos) tail.resize(cut);
-      std::fputs(tail.c_str(), stdout);
-      reply += tail;
-    }
+    if (res.samples.at(0).finish == FinishReason::Error) throw Error(res.samples[0].error);
     std::fputs("\n", stdout);
     std::fflush(stdout);
     history_.push_back({"assistant", reply});
@@ -259,8 +251,8 @@ class Chat {
       std::fprintf(stderr,
                    "chat: turn %d: prompt %zu tokens (%zu reused, %zu run, %.1f tokens/s), "
                    "reply %lld tokens (%.1f tokens/s), history %zu messages\n",
-                   n_turns_, ids.size(), common, ids.size() - common,
-                   pre_s > 0 ? double(ids.size() - common) / pre_s : 0.0,
+                   n_turns_, ids.size(), size_t(common), ids.size() - size_t(common),
+                   pre_s > 0 ? double(int64_t(ids.size()) - common) / pre_s : 0.0,
                    static_cast<long long>(n_gen), gen_s > 0 ? double(n_gen) / gen_s : 0.0,
                    history_.size());
     }
@@ -281,13 +273,13 @@ class Chat {
   Model& model_;
   const Tokenizer& tok_;
   ChatTemplate tmpl_;
-  Sampler sampler_;
+  SamplerOptions sampling_;  // --seed resolved; turn t is seeded seed + t
   int64_t n_ctx_;
-  std::unique_ptr<KvCache> cache_;
+  Scheduler sched_;
   StopOptions stop_opts_;
   std::string bos_, eos_;
   std::vector<ChatMessage> history_;  // without the system prompt
-  std::vector<int32_t> fed_;          // the tokens whose keys and values the cache holds
+  bool fresh_ = true;                 // the next turn reuses no cached prefix (start, /reset)
   int n_turns_ = 0;
 };
 
@@ -336,7 +328,7 @@ int run_chat(const ChatArgs& a) {
                  static_cast<long long>(n_ctx), sampler.describe().c_str(),
                  static_cast<unsigned long long>(so.seed));
 
-  Chat chat(args, *model, *tok, std::move(tmpl), std::move(sampler), n_ctx);
+  Chat chat(args, *model, *tok, std::move(tmpl), so, n_ctx);
   const bool interactive = ::isatty(STDIN_FILENO) == 1;
   struct sigaction sa {};
   sa.sa_handler = on_sigint;

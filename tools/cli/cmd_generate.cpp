@@ -19,6 +19,7 @@
 #include "runnel/model.hpp"
 #include "runnel/runnel.hpp"
 #include "runnel/sampler.hpp"
+#include "runnel/scheduler.hpp"
 #include "runnel/tokenizer.hpp"
 #include "sampling_flags.hpp"
 
@@ -147,61 +148,50 @@ int run_generate(const GenerateArgs& a) {
   StopOptions stop_opts;
   if (!a.ignore_eos) stop_opts.eos_ids = eos_ids(cfg, tok, /*all_eog=*/false);
   stop_opts.stop_strings = a.s.stop;
-  StopCondition stop(stop_opts);
+  stop_opts.max_tokens = budget;
 
-  std::optional<StreamDecoder> dec;
-  if (tok && !a.print_ids) {
-    dec.emplace(*tok, /*skip_special=*/true);
-    for (int32_t id : prompt) dec->push(id);  // context for spacing; not printed
-  }
   if (log_enabled(LogLevel::Debug))
     std::fprintf(stderr, "sampler: %s (seed %llu)\ncontext: %s\n", sampler.describe().c_str(),
                  static_cast<unsigned long long>(so.seed),
                  n_ctx > 0 ? std::to_string(n_ctx).c_str() : "unlimited");
 
-  Sequence seq(*model, kv);
-  for (int32_t id : prompt) sampler.accept(id);
+  // One request through the Scheduler, as every generation runs.  Its pool
+  // holds what this run can reach: the prompt and all but the last token.
+  RequestOptions ro;
+  ro.sampling = so;
+  ro.stop = stop_opts;
+  ro.stop_at_eos = false;  // eos_ids above (none with --ignore-eos)
+  ro.text = tok && !a.print_ids;
+  SchedulerOptions sched;
+  sched.kv_dtype = kv;
+  sched.max_sequences = 1;
+  const int64_t chunk = prompt_chunk(a.m);
+  sched.max_batch_tokens = chunk > 0 ? chunk : std::max<int64_t>(1, int64_t(prompt.size()));
+  sched.ctx_size = int64_t(prompt.size()) + budget;
+
   const auto t_start = Clock::now();
   Clock::time_point t_first = t_start;
   int64_t n_gen = 0;
-  bool stopped_by_string = false;
   const char* color_on = color ? "\033[33m" : "";  // the generated text in yellow
   if (color) std::fputs(color_on, stdout);
   if (budget > 0) {
-    std::vector<float> logits;
-    const int64_t chunk = prompt_chunk(a.m);
-    for (size_t i = 0; i < prompt.size(); i += size_t(chunk > 0 ? chunk : int64_t(prompt.size()))) {
-      const size_t len = std::min(prompt.size() - i, chunk > 0 ? size_t(chunk) : prompt.size());
-      logits = seq.prefill(std::span<const int32_t>(prompt).subspan(i, len), Logits::Last);
-    }
-    for (int64_t i = 0; i < budget; ++i) {
-      const int32_t id = sampler.sample(logits);
-      if (n_gen++ == 0) t_first = Clock::now();
-      const std::string piece = dec ? dec->push(id) : std::string();
-      const StopCondition::Step step = stop.push(id, piece);
-      if (dec) {
-        std::fputs(step.text.c_str(), stdout);
-      } else if (step.stop != StopReason::Eos) {
-        std::printf("%s%d", n_gen > 1 ? " " : "", id);
-      }
-      std::fflush(stdout);
-      if (step.stop != StopReason::None) {
-        stopped_by_string = step.stop == StopReason::StopString;
-        break;
-      }
-      if (i + 1 == budget) break;
-      logits = seq.decode(id);
+    const RequestResult r = runnel::generate(
+        *model, prompt, ro, sched, [&](const Event& e) {
+          if (e.token >= 0 && n_gen++ == 0) t_first = Clock::now();
+          if (ro.text) {
+            std::fputs(e.text.c_str(), stdout);
+          } else if (e.token >= 0 && e.finish != FinishReason::Eos) {
+            std::printf("%s%d", n_gen > 1 ? " " : "", e.token);
+          }
+          std::fflush(stdout);
+          return true;
+        });
+    if (r.samples.at(0).finish == FinishReason::Error) {
+      std::fputs(color ? "\033[0m\n" : "\n", stdout);
+      throw Error(r.samples[0].error);
     }
   }
   const auto t_end = Clock::now();
-  if (dec && !stopped_by_string) {
-    // Text held back for a possible stop string, then any partial character.
-    std::string tail = stop.flush() + dec->flush();
-    size_t cut = std::string::npos;
-    for (const auto& s : a.s.stop) cut = std::min(cut, tail.find(s));
-    if (cut != std::string::npos) tail.resize(cut);
-    std::fputs(tail.c_str(), stdout);
-  }
   if (color) std::fputs("\033[0m", stdout);
   std::fputs("\n", stdout);
   std::fflush(stdout);
