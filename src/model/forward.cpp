@@ -358,14 +358,19 @@ void Model::Impl::forward(std::span<const Model::BatchItem> items) {
       ops::attention(cx, Q3.slice(0, o0, o1), pool, gr.batch, c.attn_scale,
                      slopes.empty() ? nullptr : &slopes, ATT3.slice(0, o0, o1));
     }
+    // A block's output joins the residual stream: added in place (pre-norm),
+    // or added and then normed by the block's norm (post-norm).
+    auto residual = [&](Slot norm_w, Slot norm_b) {
+      if (c.norm_placement == NormPlacement::Pre) {
+        ops::add(cx, X, A, X);
+      } else {
+        ops::add(cx, X, A, T);
+        norm(T, W(l, norm_w), W(l, norm_b), X);
+      }
+    };
     ops::matmul(cx, view2(dev, att, n, QD), W(l, Slot::OutWeight), opt(W(l, Slot::OutBias)), A);
     dump(A, "attn_out", l);
-    if (c.norm_placement == NormPlacement::Pre) {
-      ops::add(cx, X, A, X);
-    } else {
-      ops::add(cx, X, A, T);
-      norm(T, W(l, Slot::AttnNormWeight), W(l, Slot::AttnNormBias), X);
-    }
+    residual(Slot::AttnNormWeight, Slot::AttnNormBias);
     dump(X, "ffn_inp", l);
 
     // MLP block.
@@ -384,12 +389,7 @@ void Model::Impl::forward(std::span<const Model::BatchItem> items) {
     }
     ops::matmul(cx, U, W(l, Slot::DownWeight), opt(W(l, Slot::DownBias)), A);
     dump(A, "ffn_out", l);
-    if (c.norm_placement == NormPlacement::Pre) {
-      ops::add(cx, X, A, X);
-    } else {
-      ops::add(cx, X, A, T);
-      norm(T, W(l, Slot::FfnNormWeight), W(l, Slot::FfnNormBias), X);
-    }
+    residual(Slot::FfnNormWeight, Slot::FfnNormBias);
     dump(X, "l_out", l);
   }
 

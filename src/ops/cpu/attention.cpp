@@ -27,18 +27,24 @@ void check_pool(const KvPool& kv, const char* op) {
   if (kv.k.dim(1) <= 0) throw Error(std::string(op) + ": empty cache blocks");
 }
 
+// Two f32 [tokens, heads, head_dim] operands of one shape, in host memory.
+void check_f32_pair(const Tensor& a, const Tensor& b, const char* op, const char* an,
+                    const char* bn) {
+  expect_cpu(a, op, an);
+  expect_cpu(b, op, bn);
+  expect_dtype(a, DType::F32, op, an);
+  expect_dtype(b, DType::F32, op, bn);
+  expect_ndim(a, 3, op, an);
+  same_shape(a, b, op, an, bn);
+}
+
 }  // namespace
 
 void kv_store(Context& ctx, const Tensor& k, const Tensor& v, const KvPool& pool,
               const Tensor& slots) {
   const char* op = "kv_store";
   check_pool(pool, op);
-  expect_cpu(k, op, "k");
-  expect_cpu(v, op, "v");
-  expect_dtype(k, DType::F32, op, "k");
-  expect_dtype(v, DType::F32, op, "v");
-  expect_ndim(k, 3, op, "k");
-  same_shape(k, v, op, "k", "v");
+  check_f32_pair(k, v, op, "k", "v");
   const int64_t n = k.dim(0), n_kv_heads = pool.k.dim(2), head_dim = pool.k.dim(3);
   if (k.dim(1) != n_kv_heads || k.dim(2) != head_dim)
     throw Error("kv_store: k " + k.shape_str() + " does not match the cache's " +
@@ -76,12 +82,7 @@ void attention(Context& ctx, const Tensor& q, const KvPool& kv, const KvBatch& b
                float scale, const Tensor* alibi_slopes, const Tensor& out) {
   const char* op = "attention";
   check_pool(kv, op);
-  expect_cpu(q, op, "q");
-  expect_cpu(out, op, "out");
-  expect_dtype(q, DType::F32, op, "q");
-  expect_dtype(out, DType::F32, op, "out");
-  expect_ndim(q, 3, op, "q");
-  same_shape(q, out, op, "q", "out");
+  check_f32_pair(q, out, op, "q", "out");
   const int64_t n_q = q.dim(0), n_heads = q.dim(1), head_dim = q.dim(2);
   const int64_t n_blocks = kv.k.dim(0), block_size = kv.k.dim(1), n_kv_heads = kv.k.dim(2);
   if (kv.k.dim(3) != head_dim)

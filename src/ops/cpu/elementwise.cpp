@@ -59,25 +59,28 @@ void activation(Context& ctx, Activation kind, const Tensor& x, const Tensor& y)
   });
 }
 
-void swiglu(Context& ctx, const Tensor& gate, const Tensor& up, const Tensor& y) {
-  const Rows G = rows_of(gate, "swiglu", "gate"), U = rows_of(up, "swiglu", "up"),
-             Y = rows_of(y, "swiglu", "y");
-  same_shape(gate, up, "swiglu", "gate", "up");
-  same_shape(gate, y, "swiglu", "gate", "y");
-  auto fn = K().swiglu;
-  ctx.pool.parallel_for(G.rows, row_grain(G.n), [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) fn(G.row(r), U.row(r), Y.row(r), G.n);
-  });
-}
+namespace {
 
-void add(Context& ctx, const Tensor& a, const Tensor& b, const Tensor& y) {
-  const Rows A = rows_of(a, "add", "a"), B = rows_of(b, "add", "b"), Y = rows_of(y, "add", "y");
-  same_shape(a, b, "add", "a", "b");
-  same_shape(a, y, "add", "a", "y");
-  auto fn = K().add;
+// y = fn(a, b) row by row, all three of one shape.
+using BinaryRowFn = void (*)(const float*, const float*, float*, int64_t);
+void binary_rows(Context& ctx, const Tensor& a, const Tensor& b, const Tensor& y, BinaryRowFn fn,
+                 const char* op, const char* an, const char* bn) {
+  const Rows A = rows_of(a, op, an), B = rows_of(b, op, bn), Y = rows_of(y, op, "y");
+  same_shape(a, b, op, an, bn);
+  same_shape(a, y, op, an, "y");
   ctx.pool.parallel_for(A.rows, row_grain(A.n), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) fn(A.row(r), B.row(r), Y.row(r), A.n);
   });
+}
+
+}  // namespace
+
+void swiglu(Context& ctx, const Tensor& gate, const Tensor& up, const Tensor& y) {
+  binary_rows(ctx, gate, up, y, K().swiglu, "swiglu", "gate", "up");
+}
+
+void add(Context& ctx, const Tensor& a, const Tensor& b, const Tensor& y) {
+  binary_rows(ctx, a, b, y, K().add, "add", "a", "b");
 }
 
 void embedding(Context& ctx, const Tensor& table, const Tensor& ids_t, const Tensor& y) {
