@@ -8,6 +8,7 @@
 // views; ops never allocate tensors.
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "runnel/backend.hpp"
@@ -83,6 +84,8 @@ void layernorm(Context& ctx, const Tensor& x, const Tensor* w, const Tensor* b, 
 // sequence of `seq_len` tokens (which only matters for dynamic scaling),
 // each divided by its freq_factors entry when there are any (as llama.cpp).
 std::vector<float> rope_inv_freq(const RopeConfig& cfg, int64_t seq_len);
+// The same into `out` [rot_dim / 2], allocating nothing.
+void rope_inv_freq(const RopeConfig& cfg, int64_t seq_len, std::span<float> out);
 // theta^(-2 / rot_dim) where cfg leaves the frequencies unscaled (no scaling,
 // no freq_factors), else 0.  Given to rope, it makes the angles
 // p * theta_scale^i by repeated multiplication, as llama.cpp computes them.

@@ -297,6 +297,17 @@ void Model::Impl::forward(std::span<const Model::BatchItem> items) {
     for (const Model::BatchItem& it : items)
       per_item_rope = per_item_rope || it.pos0 + int64_t(it.ids.size()) > c.rope.max_positions;
   const Tensor& freq = rope_freq_t;
+  // Under dynamic scaling, room for each item's frequencies is sized every
+  // step (so a warmed-up step never allocates), and filled once per step
+  // when an item runs past the trained context.
+  if (c.position == PositionKind::Rope && c.rope.scaling == RopeScaling::Dynamic)
+    dyn_freq.resize(items.size() * size_t(c.rope.rot_dim / 2));
+  if (per_item_rope) {
+    const size_t half = size_t(c.rope.rot_dim / 2);
+    for (size_t b = 0; b < items.size(); ++b)
+      ops::rope_inv_freq(c.rope, items[b].pos0 + int64_t(items[b].ids.size()),
+                         std::span<float>(dyn_freq).subspan(b * half, half));
+  }
   const Tensor& slopes = alibi_t;
   const float theta_scale = c.position == PositionKind::Rope ? ops::rope_theta_scale(c.rope) : 0.0f;
 
@@ -341,8 +352,8 @@ void Model::Impl::forward(std::span<const Model::BatchItem> items) {
       } else {
         for (size_t b = 0; b < items.size(); ++b) {
           const int64_t o0 = offset[b], o1 = offset[b + 1];
-          const std::vector<float> f = ops::rope_inv_freq(c.rope, items[b].pos0 + (o1 - o0));
-          const Tensor fb = Tensor::view(const_cast<float*>(f.data()), DType::F32, {int64_t(f.size())});
+          const int64_t half = c.rope.rot_dim / 2;
+          const Tensor fb = Tensor::view(dyn_freq.data() + b * size_t(half), DType::F32, {half});
           const Tensor pb = i32(positions + o0, o1 - o0);
           ops::rope(cx, Q3.slice(0, o0, o1), pb, fb, c.rope_style, theta_scale);
           ops::rope(cx, K3.slice(0, o0, o1), pb, fb, c.rope_style, theta_scale);

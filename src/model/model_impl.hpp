@@ -77,6 +77,7 @@ struct Model::Impl {
   std::unique_ptr<Context> ctx;
   std::vector<float> alibi;      // [n_heads] or empty
   std::vector<float> rope_freq;  // [rot_dim / 2] (dynamic scaling: within the trained context)
+  std::vector<float> dyn_freq;   // dynamic scaling past it: [items, rot_dim / 2] of this step
   // The tables as the ops read them, and the weights' copies on a device
   // other than the CPU (placed once in prepare()).
   Tensor alibi_t, rope_freq_t;

@@ -1,5 +1,6 @@
 // Host-side tables the model builds once: RoPE inverse frequencies (with
 // HF's scaling rules), llama.cpp's theta scale, and ALiBi slopes.
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -10,10 +11,19 @@
 namespace runnel::ops {
 
 std::vector<float> rope_inv_freq(const RopeConfig& cfg, int64_t seq_len) {
+  std::vector<float> inv(size_t(std::max<int64_t>(cfg.rot_dim, 0) / 2));
+  rope_inv_freq(cfg, seq_len, inv);
+  return inv;
+}
+
+void rope_inv_freq(const RopeConfig& cfg, int64_t seq_len, std::span<float> inv) {
   if (cfg.rot_dim <= 0 || cfg.rot_dim % 2 != 0)
     throw Error("rope: rotary dimension " + std::to_string(cfg.rot_dim) + " must be positive and even");
   if (!(cfg.theta > 0.0f)) throw Error("rope: theta must be positive");
   const int64_t half = cfg.rot_dim / 2;
+  if (int64_t(inv.size()) != half)
+    throw Error("rope: " + std::to_string(inv.size()) + " frequencies asked for rotary dimension " +
+                std::to_string(cfg.rot_dim));
   float base = cfg.theta;
   if (cfg.scaling == RopeScaling::Dynamic && seq_len > cfg.max_positions) {
     // NTK-aware: grow the base with the sequence length (HF transformers).
@@ -22,7 +32,6 @@ std::vector<float> rope_inv_freq(const RopeConfig& cfg, int64_t seq_len) {
     base = float(double(cfg.theta) *
                  std::pow(f * double(seq_len) / double(cfg.max_positions) - (f - 1.0), d / (d - 2.0)));
   }
-  std::vector<float> inv(static_cast<size_t>(half));
   for (int64_t i = 0; i < half; ++i) {
     const float e = float(2 * i) / float(cfg.rot_dim);
     inv[size_t(i)] = 1.0f / std::pow(base, e);
@@ -67,7 +76,6 @@ std::vector<float> rope_inv_freq(const RopeConfig& cfg, int64_t seq_len) {
       inv[size_t(i)] /= f;
     }
   }
-  return inv;
 }
 
 float rope_theta_scale(const RopeConfig& cfg) {

@@ -161,7 +161,9 @@ TEST_P(DecodeAlloc, ContiguousBatch1) {
 // within its context.
 INSTANTIATE_TEST_SUITE_P(Fixtures, DecodeAlloc,
                          ::testing::Values("llama-gqa-tied-llama3", "llama-mha", "opt-prenorm",
-                                           "opt-350m-style", "bloom-6heads"),
+                                           "opt-350m-style", "bloom-6heads",
+                                           // dynamic RoPE, past its 16 trained positions
+                                           "llama-dynamic-headdim"),
                          [](const auto& info) {
                            std::string s = info.param;
                            for (char& ch : s)
