@@ -44,6 +44,10 @@ struct RequestOptions {
   // Start from the kept prefix (SchedulerOptions::keep_prefixes) that shares
   // the most leading tokens with the prompt; false: prefill the whole prompt.
   bool reuse_prefix = true;
+  // >= 0: each token's Event carries its log-probability under the model
+  // (the log-softmax of the raw logits, before any sampling stage) and that
+  // many most likely alternatives (at most 20).
+  int logprobs = -1;
 };
 
 // One streamed step of one sample.
@@ -54,6 +58,10 @@ struct Event {
   std::string text;    // text safe to print now (stop strings and EOS are never printed)
   FinishReason finish = FinishReason::None;  // set on the last event of this sample
   std::string error;                         // FinishReason::Error: why
+  // RequestOptions::logprobs >= 0, events with a token: its log-probability
+  // and the most likely tokens with theirs, most likely first.
+  float logprob = 0.0f;
+  std::vector<std::pair<int32_t, float>> top_logprobs;
 };
 // Return false to cancel this sample.
 using EventCallback = std::function<bool(const Event&)>;
@@ -128,6 +136,10 @@ class Scheduler {
     int64_t generated_tokens = 0;  // sampled
     int64_t prefix_tokens = 0;     // prompt tokens found in a kept prefix (not prefilled)
     int64_t preemptions = 0;       // requests preempted for want of KV blocks
+    int64_t kv_blocks_used = 0;    // after the last step (running and kept sequences)
+    int64_t kv_blocks_kept = 0;    // of those, the distinct blocks kept prefixes hold
+    int64_t kept_prefixes = 0;     // finished sequences kept (at most keep_prefixes)
+    int64_t kv_blocks_total = 0;
     double forward_s = 0;          // inside Model::forward
     double total_s = 0;            // inside step()
   };

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -52,6 +53,30 @@ FinishReason finish_of(StopReason r) {
     case StopReason::None: break;
   }
   return FinishReason::None;
+}
+
+// log(sum_j exp(x_j)), in double.
+double log_normalizer(std::span<const float> x) {
+  double mx = -INFINITY;
+  for (float v : x) mx = std::max(mx, double(v));
+  if (!std::isfinite(mx)) return mx;
+  double sum = 0;
+  for (float v : x) sum += std::exp(double(v) - mx);
+  return mx + std::log(sum);
+}
+
+// The n most likely tokens with their log-probabilities, most likely first
+// (ties: the lower id first).
+void top_logprobs(std::span<const float> x, double norm, int n,
+                  std::vector<std::pair<int32_t, float>>& out) {
+  const size_t k = std::min(x.size(), size_t(std::min(n, 20)));
+  std::vector<int32_t> ids(x.size());
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t(i);
+  std::partial_sort(ids.begin(), ids.begin() + ptrdiff_t(k), ids.end(), [&](int32_t a, int32_t b) {
+    return x[size_t(a)] > x[size_t(b)] || (x[size_t(a)] == x[size_t(b)] && a < b);
+  });
+  out.clear();
+  for (size_t i = 0; i < k; ++i) out.emplace_back(ids[i], float(double(x[size_t(ids[i])]) - norm));
 }
 
 }  // namespace
@@ -141,6 +166,7 @@ struct Scheduler::Impl {
       kv.n_blocks = std::max<int64_t>(1, std::min(want, kv.blocks_for_bytes(int64_t(4) << 30)));
     }
     cache = std::make_unique<PagedKvCache>(kv);
+    stats.kv_blocks_total = cache->n_blocks();
     eos_ids = c.eos_ids;
     if (const Tokenizer* t = model.tokenizer(); t && t->eos_id() >= 0) eos_ids.push_back(t->eos_id());
   }
@@ -201,9 +227,10 @@ struct Scheduler::Impl {
     s0.n_cached = int64_t(best);
   }
 
-  // Ends a sample, emitting its last event.  `text` is what may still be printed.
+  // Ends a sample, emitting its last event.  `text` is what may still be printed;
+  // `token` is the token this event reports (with `lp`, its log-probabilities).
   void finish(Sample& s, FinishReason why, std::string text = {}, std::string error = {},
-              int32_t token = -1) {
+              int32_t token = -1, const Event* lp = nullptr) {
     if (s.done) return;
     s.done = true;
     if (s.stop && why != FinishReason::Eos && why != FinishReason::StopString)
@@ -227,6 +254,10 @@ struct Scheduler::Impl {
       e.text = std::move(text);
       e.finish = why;
       e.error = std::move(error);
+      if (lp) {
+        e.logprob = lp->logprob;
+        e.top_logprobs = lp->top_logprobs;
+      }
       s.req->on_event(e);
     }
   }
@@ -319,7 +350,13 @@ struct Scheduler::Impl {
                                      s.logits.device(), lg.size() * sizeof(float));
       lg = s.host_logits;
     }
+    // Log-probabilities come from the logits before any sampling stage.
+    Event lp;
+    const int n_top = s.req->options.logprobs;
+    const double norm = n_top >= 0 ? log_normalizer(lg) : 0.0;
+    if (n_top > 0) top_logprobs(lg, norm, n_top, lp.top_logprobs);
     const int32_t tok = s.sampler->sample(lg);
+    if (n_top >= 0) lp.logprob = float(double(lg[size_t(tok)]) - norm);
     s.tokens.push_back(tok);
     s.out.tokens.push_back(tok);
     if (s.req->options.keep_logits) s.out.logits.insert(s.out.logits.end(), lg.begin(), lg.end());
@@ -330,12 +367,12 @@ struct Scheduler::Impl {
       ++stats.generated_tokens;
     }
     if (st.stop != StopReason::None) {
-      finish(s, finish_of(st.stop), st.text, {}, tok);
+      finish(s, finish_of(st.stop), st.text, {}, tok, &lp);
       return;
     }
     if (max_ctx > 0 && int64_t(s.tokens.size()) > max_ctx) {
       finish(s, FinishReason::Error, st.text,
-             fmt::format("the context of {} tokens is full", max_ctx), tok);
+             fmt::format("the context of {} tokens is full", max_ctx), tok, &lp);
       return;
     }
     s.out.text += st.text;
@@ -345,6 +382,8 @@ struct Scheduler::Impl {
       e.sample = s.index;
       e.token = tok;
       e.text = st.text;
+      e.logprob = lp.logprob;
+      e.top_logprobs = std::move(lp.top_logprobs);
       if (!s.req->on_event(e)) finish(s, FinishReason::Cancelled);
     }
   }
@@ -384,7 +423,10 @@ struct Scheduler::Impl {
     }
     retire();
     admit();
-    if (running.empty()) return false;
+    if (running.empty()) {
+      publish_cache_stats();
+      return false;
+    }
     // Forked samples that lost their blocks (preempted) recompute alone.
     for (auto& r : running)
       if (r->forked)
@@ -489,7 +531,25 @@ struct Scheduler::Impl {
       ++stats.steps;
       stats.total_s += seconds_since(t0);
     }
+    publish_cache_stats();
     return true;
+  }
+
+  // The pool's occupancy after a step, for stats(): blocks in use, and the
+  // distinct blocks that kept prefixes hold (shared ones counted once).
+  std::vector<int32_t> kept_blocks;  // scratch, keeps its capacity
+  void publish_cache_stats() {
+    kept_blocks.clear();
+    for (const Kept& k : kept) {
+      const std::span<const int32_t> t = cache->block_table(k.kv);
+      kept_blocks.insert(kept_blocks.end(), t.begin(), t.end());
+    }
+    std::sort(kept_blocks.begin(), kept_blocks.end());
+    const auto n_kept = std::unique(kept_blocks.begin(), kept_blocks.end()) - kept_blocks.begin();
+    std::lock_guard<std::mutex> lock(mu);
+    stats.kv_blocks_used = cache->n_blocks() - cache->free_blocks();
+    stats.kv_blocks_kept = int64_t(n_kept);
+    stats.kept_prefixes = int64_t(kept.size());
   }
 
   // Publishes requests whose samples are all done.
@@ -532,6 +592,8 @@ RequestId Scheduler::submit(std::vector<int32_t> prompt, const RequestOptions& o
                             prompt.size(), m.max_ctx));
   if (options.n_samples < 1 || options.n_samples > 1024)
     throw Error("n_samples must be between 1 and 1024");
+  if (options.logprobs < -1 || options.logprobs > 20)
+    throw Error("logprobs must be between -1 (none) and 20");
   const Tokenizer* tok = m.model.tokenizer();
   if (!options.stop.stop_strings.empty() && !(tok && options.text))
     throw Error("stop strings need the model's tokenizer and text output");

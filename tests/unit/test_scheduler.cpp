@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <map>
 #include <random>
@@ -315,6 +316,10 @@ TEST(Scheduler, KeptPrefixIsReusedAndGivesWay) {
   EXPECT_EQ(s.stats().prefix_tokens, 0);
   // 27 positions (the prompt and all but the last token) stay: 7 blocks.
   EXPECT_EQ(s.cache().free_blocks(), 3);
+  EXPECT_EQ(s.stats().kv_blocks_used, 7);
+  EXPECT_EQ(s.stats().kv_blocks_kept, 7);
+  EXPECT_EQ(s.stats().kept_prefixes, 1);
+  EXPECT_EQ(s.stats().kv_blocks_total, 10);
 
   std::vector<int32_t> b = a;
   b.insert(b.end(), ca.tokens.begin(), ca.tokens.end());  // 28: one more than cached
@@ -349,6 +354,80 @@ TEST(Scheduler, KeptPrefixIsReusedAndGivesWay) {
   EXPECT_EQ(s.take(rd).samples[0].finish, FinishReason::MaxTokens);
   EXPECT_EQ(s.stats().prefix_tokens, reused);
   s.cache().check_consistency();
+}
+
+// A cancel between steps ends the request at the next step, and its blocks
+// are free after that one step (what the server needs when a client goes).
+TEST(Scheduler, CancelReturnsBlocksInOneStep) {
+  auto m = load("llama-mha");
+  const int32_t V = int32_t(m->config().vocab_size);
+  SchedulerOptions so;
+  so.ctx_size = 64;
+  so.keep_prefixes = 0;
+  Scheduler s(*m, so);
+  int events = 0;
+  FinishReason last = FinishReason::None;
+  const RequestId a = s.submit(tokens(20, 9, V), greedy(40), [&](const Event& e) {
+    ++events;
+    last = e.finish;
+    return true;
+  });
+  for (int k = 0; k < 4; ++k) ASSERT_TRUE(s.step());
+  EXPECT_GT(s.stats().kv_blocks_used, 0);
+  const int before = events;
+  s.cancel(a);
+  s.step();
+  EXPECT_EQ(events, before + 1);  // only the final event
+  EXPECT_EQ(last, FinishReason::Cancelled);
+  EXPECT_EQ(s.cache().free_blocks(), s.cache().n_blocks());
+  EXPECT_EQ(s.stats().kv_blocks_used, 0);
+  EXPECT_EQ(s.n_pending(), 0u);
+  EXPECT_EQ(s.take(a).samples[0].finish, FinishReason::Cancelled);
+}
+
+// Log-probabilities are the log-softmax of the raw logits at each sampled
+// token, whatever the sampler does; the alternatives are the most likely
+// tokens, most likely first.
+TEST(Scheduler, LogprobsAreTheLogSoftmaxOfTheLogits) {
+  auto m = load("llama-gqa-tied-llama3");
+  const int32_t V = int32_t(m->config().vocab_size);
+  Scheduler s(*m, SchedulerOptions{});
+  RequestOptions o = greedy(6);
+  o.sampling.temperature = 0.8f;  // sampled, with penalties: logprobs still come from the raw logits
+  o.sampling.top_k = 5;
+  o.sampling.seed = 11;
+  o.sampling.presence_penalty = 1.0f;
+  o.logprobs = 3;
+  std::vector<Event> got;
+  const RequestId r = s.submit(tokens(9, 10, V), o, [&](const Event& e) {
+    if (e.token >= 0) got.push_back(e);
+    return true;
+  });
+  s.run();
+  const Completion c = s.take(r).samples[0];
+  ASSERT_EQ(c.tokens.size(), 6u);
+  ASSERT_EQ(got.size(), 6u);
+  ASSERT_EQ(c.logits.size(), size_t(6) * size_t(V));
+  for (size_t i = 0; i < got.size(); ++i) {
+    const float* lg = c.logits.data() + i * size_t(V);
+    double mx = -INFINITY, sum = 0;
+    for (int32_t j = 0; j < V; ++j) mx = std::max(mx, double(lg[j]));
+    for (int32_t j = 0; j < V; ++j) sum += std::exp(double(lg[j]) - mx);
+    const double norm = mx + std::log(sum);
+    EXPECT_EQ(got[i].token, c.tokens[i]);
+    EXPECT_NEAR(got[i].logprob, double(lg[c.tokens[i]]) - norm, 1e-5);
+    ASSERT_EQ(got[i].top_logprobs.size(), 3u);
+    std::vector<int32_t> order(static_cast<size_t>(V));
+    for (int32_t j = 0; j < V; ++j) order[size_t(j)] = j;
+    std::stable_sort(order.begin(), order.end(), [&](int32_t x, int32_t y) { return lg[x] > lg[y]; });
+    for (size_t k = 0; k < 3; ++k) {
+      EXPECT_EQ(got[i].top_logprobs[k].first, order[k]);
+      EXPECT_NEAR(got[i].top_logprobs[k].second, double(lg[order[k]]) - norm, 1e-5);
+    }
+  }
+  RequestOptions bad = greedy(2);
+  bad.logprobs = 21;
+  EXPECT_THROW(s.submit(tokens(3, 1, V), bad), Error);
 }
 
 TEST(Scheduler, RequestLargerThanThePoolFailsAlone) {
