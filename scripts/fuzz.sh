@@ -4,8 +4,8 @@
 #
 #   scripts/fuzz.sh TARGET SECONDS [--update] [--jobs N]
 #
-# TARGET is gguf, safetensors, config, tokenizer_json, tokenizer_encode or
-# chat_template (tests/fuzz/fuzz_TARGET.cpp).  The targets come from the asan
+# TARGET is gguf, safetensors, config, tokenizer_json, tokenizer_encode,
+# chat_template or server_request (tests/fuzz/fuzz_TARGET.cpp).  The targets come from the asan
 # preset (cmake --preset asan && cmake --build --preset asan), or from
 # RUNNEL_FUZZ_BUILD.  New inputs go to a scratch corpus under
 # RUNNEL_FUZZ_WORK (default /tmp/runnel-fuzz/TARGET); --update then merges
@@ -35,8 +35,8 @@ case "$target" in
   gguf) max_len=16384 ;;
   tokenizer_json) max_len=16384 ;;
   safetensors|config) max_len=4096 ;;
-  tokenizer_encode|chat_template) max_len=4096 ;;
-  *) echo "scripts/fuzz.sh: unknown target '$target' (gguf, safetensors, config, tokenizer_json, tokenizer_encode, chat_template)" >&2
+  tokenizer_encode|chat_template|server_request) max_len=4096 ;;
+  *) echo "scripts/fuzz.sh: unknown target '$target' (gguf, safetensors, config, tokenizer_json, tokenizer_encode, chat_template, server_request)" >&2
      exit 2 ;;
 esac
 [[ "$seconds" =~ ^[0-9]+$ ]] || { echo "scripts/fuzz.sh: SECONDS must be a whole number, got '$seconds'" >&2; exit 2; }

@@ -9,7 +9,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config git python3 python3-venv
   libdnnl-dev ocl-icd-opencl-dev libfmt-dev libspdlog-dev libcli11-dev nlohmann-json3-dev
-  libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev libutf8proc-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev libutf8proc-dev libboost-dev
   clang libclang-rt-dev libomp-dev
 )
 

@@ -4,7 +4,7 @@
     tests/fuzz/make_seeds.py OUT_DIR
 
 makes OUT_DIR/<target>/ for config, safetensors, tokenizer_json,
-tokenizer_encode and chat_template (fuzz_gguf's seeds come from
+tokenizer_encode, chat_template and server_request (fuzz_gguf's seeds come from
 make_gguf_seeds).  Inputs are kept small (a few KiB) so that fuzzing is fast:
 tokenizer.json fixtures keep their components but only a slice of their
 vocabulary, and safetensors files keep their header with tiny tensors.
@@ -119,6 +119,21 @@ def chat_template_seeds(out: pathlib.Path) -> None:
                 write(out, "%s-%d.jinja" % (path.stem, i), case["template"].encode())
 
 
+def server_request_seeds(out: pathlib.Path) -> None:
+    # The first byte picks the endpoint (bit 0: completion) and the limits.
+    chat = {"model": "m", "messages": [{"role": "system", "content": "Be brief."},
+                                       {"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
+            "max_tokens": 16, "temperature": 0.7, "top_p": 0.9, "top_k": 40, "min_p": 0.05,
+            "seed": 3, "stop": ["\n\n", "END"], "n": 2, "presence_penalty": 0.5,
+            "frequency_penalty": -0.5, "logit_bias": {"5": -100, "7": 2.5}, "logprobs": True,
+            "top_logprobs": 3, "stream": True, "stream_options": {"include_usage": True}}
+    completion = {"prompt": "Once upon a time", "max_tokens": 8, "echo": True, "stop": "."}
+    ids = {"prompt": [1, 2, 3, 511], "logprobs": 2, "max_completion_tokens": 4}
+    for i, (kind, body) in enumerate([(0, chat), (1, completion), (1, ids), (2, {"messages": []}),
+                                      (1, {"prompt": [[1, 2]]})]):
+        write(out, "seed-%d.bin" % i, bytes([kind]) + json.dumps(body).encode())
+
+
 def main() -> int:
     if len(sys.argv) != 2:
         print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
@@ -129,6 +144,7 @@ def main() -> int:
     tokenizer_json_seeds(out / "tokenizer_json")
     tokenizer_encode_seeds(out / "tokenizer_encode")
     chat_template_seeds(out / "chat_template")
+    server_request_seeds(out / "server_request")
     return 0
 
 

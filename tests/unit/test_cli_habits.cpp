@@ -111,10 +111,11 @@ TEST_F(CliHabits, FlagsWithoutAMeaningHereAreRefusedInOneLine) {
 }
 
 TEST_F(CliHabits, UnknownCommandsAreErrors) {
-  // Before: "serve --help" printed the main help and exited 0.
-  const Result s = run_cli("serve --help");
-  EXPECT_ONE_LINE_ERROR(s, "unknown command 'serve'");
+  // Before: "servee --help" printed the main help and exited 0.
+  const Result s = run_cli("servee --help");
+  EXPECT_ONE_LINE_ERROR(s, "unknown command 'servee'");
   EXPECT_NE(s.err.find("generate"), std::string::npos);
+  EXPECT_NE(s.err.find("serve"), std::string::npos);
   // Before: "The following arguments were not expected: x -m gen".
   EXPECT_ONE_LINE_ERROR(run_cli("gen -m x"), "unknown command 'gen'");
   // Top-level options may come first.
