@@ -33,6 +33,12 @@ namespace net = boost::asio;
 namespace http = boost::beast::http;
 using boost::system::error_code;
 
+// Beast's string_view is boost::string_view in Boost 1.74 (Debian 12's
+// libboost-dev) and std::string_view from 1.77 on; spell the conversions out
+// so the file builds against both.
+boost::beast::string_view bsv(std::string_view s) { return {s.data(), s.size()}; }
+std::string_view ssv(boost::beast::string_view s) { return {s.data(), s.size()}; }
+
 // A connected socket as Beast's SyncReadStream / SyncWriteStream: each
 // read_some / write_some waits at most timeout_ms for the socket.
 class FdStream {
@@ -135,7 +141,7 @@ bool HttpConnection::send(int status, std::string_view content_type, std::string
   res.version(11);
   res.result(unsigned(status));
   res.set(http::field::server, "runnel");
-  res.set(http::field::content_type, content_type);
+  res.set(http::field::content_type, bsv(content_type));
   for (const auto& [k, v] : extra) res.set(k, v);
   res.keep_alive(keep_alive);
   res.body() = std::string(body);
@@ -154,7 +160,7 @@ bool HttpConnection::begin_stream(int status, std::string_view content_type, con
   res.version(11);
   res.result(unsigned(status));
   res.set(http::field::server, "runnel");
-  res.set(http::field::content_type, content_type);
+  res.set(http::field::content_type, bsv(content_type));
   res.set(http::field::cache_control, "no-cache");
   for (const auto& [k, v] : extra) res.set(k, v);
   res.keep_alive(keep_alive);
@@ -358,13 +364,13 @@ void HttpServer::serve(int fd) {
     }
     auto msg = p.release();
     HttpRequest req;
-    req.method = std::string(msg.method_string());
-    const std::string_view target = msg.target();
+    req.method = std::string(ssv(msg.method_string()));
+    const std::string_view target = ssv(msg.target());
     req.path = std::string(target.substr(0, target.find('?')));
     for (const auto& f : msg) {
-      std::string name(f.name_string());
+      std::string name(ssv(f.name_string()));
       for (char& ch : name) ch = char(std::tolower(static_cast<unsigned char>(ch)));
-      req.headers[name] = std::string(f.value());
+      req.headers[name] = std::string(ssv(f.value()));
     }
     req.body = std::move(msg.body());
     conn.keep_alive = msg.keep_alive();
