@@ -28,8 +28,13 @@ SKIP = 77
 
 
 def start(*extra):
+    env = dict(os.environ)
+    if os.environ.get("RUNNEL_SANITIZED") == "1":
+        # ASan's quarantine keeps freed memory resident by design (256 MiB by
+        # default), which the resident-memory check would count as growth.
+        env["ASAN_OPTIONS"] = ":".join(filter(None, [env.get("ASAN_OPTIONS", ""), "quarantine_size_mb=0"]))
     p = subprocess.Popen([BIN, "serve", "-m", str(MODEL), "--port", "0", "-t", "2", *extra],
-                         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+                         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
     deadline = time.time() + 120
     port = None
     while time.time() < deadline:
@@ -341,7 +346,13 @@ class Server(unittest.TestCase):
         rss1 = rss_kb(self.proc.pid)
         print("load: 256 streams, %d text chunks in %.2f s: %.1f tokens/s; RSS %d -> %d KiB (%.1f%%)"
               % (tokens, dt, tokens / dt, rss0, rss1, 100.0 * (rss1 - rss0) / rss0), file=sys.stderr)
-        self.assertLess(abs(rss1 - rss0), 0.05 * rss0)
+        if os.environ.get("RUNNEL_SANITIZED") == "1":
+            # ASan's allocator gives each new thread its own caches and keeps
+            # freed memory in quarantine, so resident memory is ASan's, not
+            # ours; the bound is checked in the uninstrumented build.
+            print("load: RSS bound not checked under ASan", file=sys.stderr)
+        else:
+            self.assertLess(abs(rss1 - rss0), 0.05 * rss0)
 
         # 64 streams cut at random points: their blocks come back.
         before = metrics(self.port)
