@@ -16,9 +16,19 @@ packages=(
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+# Boost.Beast comes with any Boost from 1.74 (Debian 12's libboost-dev) on.  A
+# machine that already has a newer libboost1.NN-dev keeps it: that package
+# conflicts with libboost-dev's 1.74, and asking for both fails.
+boost_present() {
+  dpkg-query -W -f='${Package} ${Status}\n' 'libboost1.*-dev' 2>/dev/null |
+    awk '$1 ~ /^libboost1\.[0-9]+-dev$/ && $2 == "install" && $NF == "installed" { split($1, v, /[.-]/); if (v[2] + 0 >= 74) ok = 1 } END { exit !ok }'
+}
+
 missing=()
 for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  if [ "$p" = libboost-dev ] && boost_present; then continue; fi
+  installed "$p" || missing+=("$p")
 done
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all packages already installed"
