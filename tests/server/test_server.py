@@ -27,13 +27,13 @@ MODEL = None
 SKIP = 77
 
 
-def start(*extra):
+def start(*extra, model=None):
     env = dict(os.environ)
     if os.environ.get("RUNNEL_SANITIZED") == "1":
         # ASan's quarantine keeps freed memory resident by design (256 MiB by
         # default), which the resident-memory check would count as growth.
         env["ASAN_OPTIONS"] = ":".join(filter(None, [env.get("ASAN_OPTIONS", ""), "quarantine_size_mb=0"]))
-    p = subprocess.Popen([BIN, "serve", "-m", str(MODEL), "--port", "0", "-t", "2", *extra],
+    p = subprocess.Popen([BIN, "serve", "-m", str(model or MODEL), "--port", "0", "-t", "2", *extra],
                          stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
     deadline = time.time() + 120
     port = None
@@ -50,6 +50,47 @@ def start(*extra):
         raise RuntimeError("runnel serve did not become ready")
     threading.Thread(target=lambda: [None for _ in p.stderr], daemon=True).start()
     return p, port
+
+
+def make_hf_chat_model(folder):
+    """A tiny Hugging Face checkpoint folder with a chat template: the
+    tokenizer.json under tests/data/tokenizers/llama2-legacy (written by HF
+    tokenizers, 1200 tokens), TinyLlama-Chat's template in
+    tokenizer_config.json, and the weights of tests/data/models/llama-mha
+    with the embedding and head rows repeated out to that vocabulary."""
+    data = pathlib.Path(__file__).resolve().parents[1] / "data"
+    tok = json.loads((data / "tokenizers" / "llama2-legacy" / "tokenizer.json").read_text())
+    vocab = len(tok["model"]["vocab"])
+    tmpl = json.loads((data / "chat_templates" / "tinyllama-chat.json").read_text())
+    src = data / "models" / "llama-mha"
+    cfg = json.loads((src / "config.json").read_text())
+    cfg.update(vocab_size=vocab, max_position_embeddings=512)
+    raw = (src / "model.safetensors").read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    body = raw[8 + n:]
+    out_header, blobs, off = {}, [], 0
+    for name, t in sorted((k, v) for k, v in header.items() if k != "__metadata__"):
+        blob = body[t["data_offsets"][0]:t["data_offsets"][1]]
+        shape = list(t["shape"])
+        if name in ("lm_head.weight", "model.embed_tokens.weight"):
+            row = len(blob) // shape[0]
+            blob = b"".join(blob[(r % shape[0]) * row:(r % shape[0] + 1) * row] for r in range(vocab))
+            shape[0] = vocab
+        out_header[name] = {"dtype": t["dtype"], "shape": shape, "data_offsets": [off, off + len(blob)]}
+        blobs.append(blob)
+        off += len(blob)
+    h = json.dumps(out_header).encode()
+    h += b" " * (-len(h) % 8)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.safetensors").write_bytes(len(h).to_bytes(8, "little") + h + b"".join(blobs))
+    (folder / "config.json").write_text(json.dumps(cfg))
+    (folder / "tokenizer.json").write_text(json.dumps(tok))
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"bos_token": "<s>", "eos_token": "</s>", "chat_template": tmpl["template"]}))
+    # The server always asks for the generation prompt, and has no tool role.
+    return [c for c in tmpl["cases"] if c["add_generation_prompt"] and c["messages"]
+            and all(m["role"] in ("system", "user", "assistant") for m in c["messages"])]
 
 
 def request(port, method, path, body=None, headers=None, raw=None):
@@ -221,6 +262,14 @@ class Server(unittest.TestCase):
                                           "temperature": 0, "stream": True, "stop": stop})
         self.assertEqual("".join(ch["choices"][0]["text"] for ch in chunks), cut)
         self.assertEqual(chunks[-1]["choices"][0]["finish_reason"], "stop")
+
+        # EOS forced by a bias ends a sequence at once; ignore_eos (an
+        # extension, as llama-server's and vLLM's) runs on to max_tokens.
+        body = {"prompt": "Once upon a time", "max_tokens": 6, "temperature": 0, "logit_bias": {"2": 100}}
+        r5 = json.loads(request(self.port, "POST", "/v1/completions", body)[2])
+        self.assertEqual((r5["usage"]["completion_tokens"], r5["choices"][0]["finish_reason"]), (1, "stop"))
+        r6 = json.loads(request(self.port, "POST", "/v1/completions", dict(body, ignore_eos=True))[2])
+        self.assertEqual((r6["usage"]["completion_tokens"], r6["choices"][0]["finish_reason"]), (6, "length"))
 
     def test_seed_n_and_logprobs(self):
         def sampled(seed, n=1):
@@ -411,6 +460,39 @@ class Limits(unittest.TestCase):
         finally:
             proc.terminate()
             self.assertEqual(proc.wait(30), 0)
+
+
+class HFChatTemplate(unittest.TestCase):
+    """Chat through a checkpoint's own template: the prompt the server builds
+    from `messages` is, token for token, the text transformers'
+    apply_chat_template renders (tests/data/chat_templates)."""
+
+    def test_messages_render_as_transformers_does(self):
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            cases = make_hf_chat_model(pathlib.Path(tmp) / "tiny-chat")
+            proc, port = start(model=pathlib.Path(tmp) / "tiny-chat")
+            try:
+                self.assertGreaterEqual(len(cases), 2)
+                for case in cases:
+                    status, _, body = request(port, "POST", "/tokenize",
+                                              {"content": case["expected"], "add_special": False})
+                    self.assertEqual(status, 200)
+                    ids = json.loads(body)["tokens"]
+                    status, _, body = request(port, "POST", "/v1/chat/completions",
+                                              {"messages": case["messages"], "max_tokens": 8, "temperature": 0})
+                    self.assertEqual(status, 200, body)
+                    chat = json.loads(body)
+                    self.assertEqual(chat["usage"]["prompt_tokens"], len(ids), case["expected"])
+                    status, _, body = request(port, "POST", "/v1/completions",
+                                              {"prompt": ids, "max_tokens": 8, "temperature": 0})
+                    self.assertEqual(status, 200, body)
+                    comp = json.loads(body)
+                    self.assertEqual(comp["usage"]["completion_tokens"], chat["usage"]["completion_tokens"])
+                    self.assertEqual(chat["choices"][0]["message"]["content"], comp["choices"][0]["text"])
+            finally:
+                proc.terminate()
+                self.assertEqual(proc.wait(30), 0)
 
 
 def main():

@@ -43,8 +43,9 @@ TEST(ServerApi, ReadsEveryChatField) {
     "max_completion_tokens": 16, "temperature": 0.5, "top_p": 0.9, "top_k": 40, "min_p": 0.1,
     "seed": 7, "stop": ["a", "bc"], "n": 2, "presence_penalty": 0.5, "frequency_penalty": -1,
     "logit_bias": {"5": -100, "7": 2.5}, "logprobs": true, "top_logprobs": 3, "stream": true,
-    "stream_options": {"include_usage": true}})");
+    "stream_options": {"include_usage": true}, "ignore_eos": true})");
   EXPECT_EQ(r.model, "x");
+  EXPECT_TRUE(r.ignore_eos);
   ASSERT_EQ(r.messages.size(), 2u);
   EXPECT_EQ(r.messages[0].role, "system");  // developer is the system role
   EXPECT_EQ(r.messages[1].content, "Hi there");
@@ -79,6 +80,7 @@ TEST(ServerApi, ReadsCompletionPrompts) {
   // Chat logprobs without top_logprobs: the sampled token only.
   EXPECT_EQ(chat(R"({"messages": [{"role": "user", "content": "a"}], "logprobs": true})").logprobs, 0);
   EXPECT_EQ(chat(R"({"messages": [{"role": "user", "content": "a"}]})").logprobs, -1);
+  EXPECT_FALSE(chat(R"({"messages": [{"role": "user", "content": "a"}]})").ignore_eos);
   // Unset seeds differ between requests (a fresh one each time).
   EXPECT_NE(completion(R"({"prompt": "a"})").sampling.seed, completion(R"({"prompt": "a"})").sampling.seed);
 }
@@ -131,6 +133,7 @@ TEST(ServerApi, EachBadFieldIsA400NamingIt) {
       {Kind::Completion, R"({"prompt": ["a", "b"]})", "prompt"},
       {Kind::Completion, R"({"prompt": "a", "logprobs": 6})", "logprobs"},
       {Kind::Completion, R"({"prompt": "a", "echo": "yes"})", "echo"},
+      {Kind::Completion, R"({"prompt": "a", "ignore_eos": 1})", "ignore_eos"},
       {Kind::Completion, R"({"prompt": "a", "echo": true, "logprobs": 1})", "logprobs"},
   };
   for (const Case& c : cases) {

@@ -222,6 +222,7 @@ GenerationRequest parse_generation(const json& body, Kind kind, const Limits& li
     }
   }
   if (const json* v = field(body, "n")) r.n = int(integer(*v, "n", 1, lim.max_n));
+  if (const json* v = field(body, "ignore_eos")) r.ignore_eos = boolean(*v, "ignore_eos");
   if (kind == Kind::Chat) {
     const bool lp = field(body, "logprobs") && boolean(*field(body, "logprobs"), "logprobs");
     if (const json* v = field(body, "top_logprobs")) {

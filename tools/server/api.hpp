@@ -57,6 +57,7 @@ struct GenerationRequest {
   SamplerOptions sampling;
   std::vector<std::string> stop;
   int n = 1;
+  bool ignore_eos = false;  // as llama-server and vLLM: generate past EOS up to max_tokens
   // Chat: logprobs (bool) and top_logprobs (0..20).  Completion: logprobs
   // (0..5) alternatives; -1: none.
   int logprobs = -1;

@@ -397,7 +397,7 @@ class Server {
 
     RequestOptions ro;
     ro.sampling = r.sampling;
-    ro.stop.eos_ids = eos_ids_;
+    if (!r.ignore_eos) ro.stop.eos_ids = eos_ids_;
     ro.stop.stop_strings = r.stop;
     ro.stop.max_tokens = max_tokens;
     ro.stop_at_eos = false;
