@@ -343,6 +343,26 @@ class Server(unittest.TestCase):
         r = self.client.completions.create(model=self.model, prompt="Once", max_tokens=3, temperature=0)
         self.assertEqual(r.usage.completion_tokens, 3)
 
+    def test_hangup_cancels_a_whole_response(self):
+        # A client that sends a long non-streamed request and hangs up at once:
+        # nothing is written to it before the end, so only the hang-up
+        # watcher can notice; the request ends long before max_tokens.
+        before = metrics(self.port)
+        s = socket.create_connection(("127.0.0.1", self.port))
+        data = json.dumps({"prompt": "Once", "max_tokens": 480, "temperature": 0, "ignore_eos": True}).encode()
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(data) + data)
+        s.close()
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            m = metrics(self.port)
+            if m["runnel_requests_cancelled_total"] > before["runnel_requests_cancelled_total"] and \
+                    m["runnel_generation_requests_running"] == 0:
+                break
+            time.sleep(0.01)
+        self.assertEqual(m["runnel_requests_cancelled_total"] - before["runnel_requests_cancelled_total"], 1)
+        self.assertLess(m["runnel_generated_tokens_total"] - before["runnel_generated_tokens_total"], 240)
+
     def test_metrics(self):
         m = metrics(self.port)
         for name in ("runnel_requests_total", "runnel_queue_depth", "runnel_kv_blocks_used",

@@ -62,6 +62,7 @@ struct Channel {
   std::condition_variable cv;
   std::deque<Event> events;
   int open = 0;                       // samples not finished
+  bool hung_up = false;               // the HangupWatcher saw the client go
   std::atomic<bool> cancelled{false}; // the client went: the callback says stop
   static constexpr size_t kMaxQueued = 4096;  // a client this far behind has stopped reading
 };
@@ -407,14 +408,22 @@ class Server {
     auto ch = std::make_shared<Channel>();
     ch->open = r.n;
     const auto t_submit = Clock::now();
-    const RequestId id = engine_->submit(prompt, ro, [ch](const Event& e) {
+    // A stream's connection wakes for every event; a whole response's only
+    // when a sample ends or events pile up, since it writes nothing before.
+    const bool stream = r.stream;
+    const RequestId id = engine_->submit(prompt, ro, [ch, stream](const Event& e) {
       std::lock_guard<std::mutex> lock(ch->mu);
       if (e.finish != FinishReason::None) --ch->open;
       if (ch->cancelled.load()) return false;
       ch->events.push_back(e);
       if (ch->events.size() > Channel::kMaxQueued) ch->cancelled = true;
-      ch->cv.notify_all();
+      if (stream || e.finish != FinishReason::None || ch->events.size() >= 256) ch->cv.notify_all();
       return !ch->cancelled.load();
+    });
+    const server::HangupWatcher::Watch watch = watcher_.watch(c.fd(), [ch] {
+      std::lock_guard<std::mutex> lock(ch->mu);
+      ch->hung_up = true;
+      ch->cv.notify_all();
     });
 
     const bool chat = r.kind == server::Kind::Chat;
@@ -466,15 +475,21 @@ class Server {
     // the result can be taken and nothing stays behind).
     std::vector<Event> batch;
     for (;;) {
-      bool finished;
+      bool finished, hung_up;
       {
+        // Woken by the engine or the HangupWatcher; the timeout is only a
+        // backstop (the peer check below runs then too).
         std::unique_lock<std::mutex> lock(ch->mu);
-        ch->cv.wait_for(lock, std::chrono::milliseconds(10),
-                        [&] { return !ch->events.empty() || ch->open == 0; });
+        ch->cv.wait_for(lock, std::chrono::seconds(1), [&] {
+          return (!stream && ch->events.size() >= 256) || (stream && !ch->events.empty()) || ch->open == 0 ||
+                 (ch->hung_up && !gone);
+        });
         batch.assign(std::make_move_iterator(ch->events.begin()), std::make_move_iterator(ch->events.end()));
         ch->events.clear();
         finished = ch->open == 0;
+        hung_up = ch->hung_up;
       }
+      if (hung_up && !gone) cancel();
       if (ch->cancelled.load() && !gone) cancel();  // fell too far behind
       for (const Event& e : batch) {
         if (gone) break;
@@ -591,6 +606,7 @@ class Server {
   std::unique_ptr<ChatTemplate> tmpl_;
   std::string bos_, eos_, name_;
   std::vector<int32_t> eos_ids_;
+  server::HangupWatcher watcher_;  // notices clients that hang up mid-request
   int64_t ctx_ = 0;
   int64_t created_ = 0;
   std::unique_ptr<Engine> engine_;

@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -190,6 +191,86 @@ bool HttpConnection::end_stream() {
   net::write(s, http::make_chunk_last(), ec);
   if (ec) failed_ = true, keep_alive = false;
   return !failed_;
+}
+
+HangupWatcher::HangupWatcher() {
+  event_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (event_fd_ < 0) throw Error(fmt::format("runnel serve: eventfd: {}", std::strerror(errno)));
+  thread_ = std::thread([this] { loop(); });
+}
+
+HangupWatcher::~HangupWatcher() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  wake();
+  thread_.join();
+  ::close(event_fd_);
+}
+
+HangupWatcher::Watch HangupWatcher::watch(int fd, std::function<void()> on_hangup) {
+  uint64_t id;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    id = next_id_++;
+    entries_.emplace(id, Entry{fd, std::move(on_hangup)});
+  }
+  wake();
+  return Watch(this, id);
+}
+
+void HangupWatcher::unwatch(uint64_t id) {
+  bool erased;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    erased = entries_.erase(id) > 0;
+  }
+  // The poll may still hold the socket, which its owner may close and the
+  // system reuse: an event on it finds no entry and only rebuilds the set.
+  if (erased) wake();
+}
+
+void HangupWatcher::wake() {
+  const uint64_t one = 1;
+  // A full counter (impossible in practice) still leaves the eventfd readable.
+  [[maybe_unused]] const ssize_t n = ::write(event_fd_, &one, sizeof one);
+}
+
+void HangupWatcher::loop() {
+  std::vector<pollfd> fds;
+  std::vector<uint64_t> ids;
+  for (;;) {
+    fds.assign(1, pollfd{event_fd_, POLLIN, 0});
+    ids.assign(1, 0);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stop_) return;
+      for (const auto& [id, e] : entries_) {
+        fds.push_back(pollfd{e.fd, short(POLLRDHUP), 0});
+        ids.push_back(id);
+      }
+    }
+    // POLLIN is not asked for: a pipelined request makes a socket readable
+    // without its peer having gone.  POLLHUP and POLLERR always report.
+    if (::poll(fds.data(), fds.size(), -1) < 0) {
+      if (errno != EINTR) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      continue;
+    }
+    if (fds[0].revents & POLLIN) {
+      uint64_t v;
+      [[maybe_unused]] const ssize_t n = ::read(event_fd_, &v, sizeof v);
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    for (size_t i = 1; i < fds.size(); ++i) {
+      if (!(fds[i].revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL))) continue;
+      auto it = entries_.find(ids[i]);
+      if (it == entries_.end() || it->second.fd != fds[i].fd) continue;
+      std::function<void()> fn = std::move(it->second.on_hangup);
+      entries_.erase(it);
+      if (fn) fn();
+    }
+  }
 }
 
 bool HttpConnection::peer_gone() const {

@@ -6,12 +6,14 @@
 // client disconnects.  See docs/server.md for why this design.
 #include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <mutex>
 #include <set>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -44,6 +46,7 @@ class HttpConnection {
   // what is written.  Never blocks.
   bool peer_gone() const;
   bool responded() const { return responded_; }
+  int fd() const { return fd_; }
   bool keep_alive = true;  // the request asked for it and the response allows it
 
  private:
@@ -51,6 +54,52 @@ class HttpConnection {
   int timeout_ms_;
   bool responded_ = false;
   bool failed_ = false;
+};
+
+// Tells when clients hang up while their requests wait on the engine.  One
+// thread polls every watched socket for the peer's close (POLLRDHUP, POLLHUP,
+// POLLERR) with no timeout, so a connection that waits costs no wake-ups
+// until its client goes (one thread per connection polling on a timer would
+// take the CPU from the compute threads on every tick).
+class HangupWatcher {
+ public:
+  HangupWatcher();
+  ~HangupWatcher();
+  HangupWatcher(const HangupWatcher&) = delete;
+  HangupWatcher& operator=(const HangupWatcher&) = delete;
+
+  // Ends the watch it was given by; on_hangup never runs after that.
+  class Watch {
+   public:
+    Watch(HangupWatcher* w, uint64_t id) : w_(w), id_(id) {}
+    Watch(Watch&& o) noexcept : w_(o.w_), id_(o.id_) { o.w_ = nullptr; }
+    Watch& operator=(Watch&&) = delete;
+    ~Watch() {
+      if (w_) w_->unwatch(id_);
+    }
+
+   private:
+    HangupWatcher* w_;
+    uint64_t id_;
+  };
+  // Watches fd: when its peer hangs up, on_hangup runs once, on the watcher's
+  // thread (keep it short: it holds the watcher's lock).
+  [[nodiscard]] Watch watch(int fd, std::function<void()> on_hangup);
+
+ private:
+  void unwatch(uint64_t id);
+  void loop();
+  void wake();
+  struct Entry {
+    int fd;
+    std::function<void()> on_hangup;
+  };
+  std::mutex mu_;
+  std::map<uint64_t, Entry> entries_;
+  uint64_t next_id_ = 1;
+  bool stop_ = false;
+  int event_fd_ = -1;
+  std::thread thread_;
 };
 
 using HttpHandler = std::function<void(const HttpRequest&, HttpConnection&)>;
