@@ -328,11 +328,14 @@ class Server(unittest.TestCase):
         with self.assertRaises(openai.BadRequestError) as e:
             self.client.completions.create(model=self.model, prompt=[1, 2, 512], max_tokens=4)
         self.assertEqual(e.exception.body["param"], "prompt[2]")
-        # Malformed JSON, invalid UTF-8, a non-object, an unknown path and method.
-        for raw in (b"{\"prompt\": ", b"{\"prompt\": \"\xff\xfe\"}", b"[1]", b""):
+        # Malformed JSON, invalid UTF-8 (quoted in the message, which stays
+        # valid UTF-8), a number past double's range, a non-object.
+        for raw in (b"{\"prompt\": ", b"{\"prompt\": \"\xff\xfe\"}", b"{\"prompt\": \"a\", \"top_p\": 1e400}",
+                    b"[1]", b""):
             status, _, body = request(self.port, "POST", "/v1/completions", raw=raw)
             self.assertEqual(status, 400, raw)
-            self.assertIn("error", json.loads(body))
+            self.assertIn("error", json.loads(body.decode("utf-8")))
+        # An unknown path and method.
         self.assertEqual(request(self.port, "GET", "/v1/nothing")[0], 404)
         self.assertEqual(request(self.port, "GET", "/v1/completions")[0], 405)
         # Over --max-body (4 MiB by default): 413.

@@ -164,6 +164,8 @@ TEST(ServerApi, MalformedBodiesAre400s) {
   }
   EXPECT_EQ(error_of(Kind::Chat, "[1]").first, 400);  // not an object
   EXPECT_NO_THROW(parse_body(std::string(32, '[') + std::string(32, ']'), 32));
+  // A number past double's range: a 400 like any other bad body, not a 500.
+  EXPECT_THROW(parse_body(R"({"temperature": 1e400})", 32), ApiError);
 }
 
 TEST(ServerApi, ErrorObjectHasOpenAIShape) {
@@ -176,6 +178,28 @@ TEST(ServerApi, ErrorObjectHasOpenAIShape) {
   const json k = error_json(ApiError(401, "no key", {}, "invalid_request_error", "invalid_api_key"));
   EXPECT_TRUE(k["error"]["param"].is_null());
   EXPECT_EQ(k["error"]["code"], "invalid_api_key");
+}
+
+TEST(ServerApi, ErrorObjectsAreValidUtf8WhateverTheBodyHeld) {
+  // A parse error quotes the bytes it read; the error object must still dump
+  // (nlohmann's dump throws on invalid UTF-8) and stay short.
+  const std::string body = "{\"prompt\": \"\xAF\xAF" + std::string(100000, 'a') + "\xC0\xAF\"}";
+  try {
+    parse_body(body, 32);
+    FAIL() << "invalid UTF-8 was accepted";
+  } catch (const ApiError& e) {
+    EXPECT_EQ(e.status, 400);
+    std::string dumped;
+    ASSERT_NO_THROW(dumped = error_json(e).dump());
+    EXPECT_LT(dumped.size(), 1200u);
+  }
+  EXPECT_EQ(printable_utf8("ok \xC3\xA9 \xF0\x9F\x98\x80", 100), "ok \xC3\xA9 \xF0\x9F\x98\x80");
+  const std::string fffd = "\xEF\xBF\xBD";
+  EXPECT_EQ(printable_utf8("\xC0\xAF", 100), fffd + fffd);          // overlong
+  EXPECT_EQ(printable_utf8("\xED\xA0\x80", 100), fffd + fffd + fffd);  // a surrogate
+  EXPECT_EQ(printable_utf8("\xF4\x90\x80\x80", 100), fffd + fffd + fffd + fffd);  // past U+10FFFF
+  EXPECT_EQ(printable_utf8("a\xE2\x82", 100), "a" + fffd + fffd);    // cut short
+  EXPECT_EQ(printable_utf8("ab\xC3\xA9", 3), "ab...");               // never half a character
 }
 
 TEST(ServerApi, ConstantTimeEqual) {

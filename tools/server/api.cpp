@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -19,9 +20,49 @@ ApiError::ApiError(int status_, std::string message, std::string param_, std::st
       param(std::move(param_)),
       code(std::move(code_)) {}
 
+std::string printable_utf8(std::string_view s, size_t max_bytes) {
+  std::string out;
+  out.reserve(std::min(s.size(), max_bytes));
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto b = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
+    const unsigned char c = b(i);
+    size_t len = 0;
+    if (c < 0x80) {
+      len = 1;
+    } else if (c >= 0xC2 && c <= 0xDF) {
+      len = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      len = 3;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      len = 4;
+    }
+    bool ok = len > 0 && i + len <= s.size();
+    for (size_t k = 1; ok && k < len; ++k) ok = (b(i + k) & 0xC0) == 0x80;
+    if (ok && len == 3) {
+      const unsigned char d = b(i + 1);
+      ok = !(c == 0xE0 && d < 0xA0) && !(c == 0xED && d >= 0xA0);  // overlong; surrogate
+    } else if (ok && len == 4) {
+      const unsigned char d = b(i + 1);
+      ok = !(c == 0xF0 && d < 0x90) && !(c == 0xF4 && d >= 0x90);  // overlong; above U+10FFFF
+    }
+    const std::string_view piece = ok ? s.substr(i, len) : std::string_view("\xEF\xBF\xBD");
+    if (out.size() + piece.size() > max_bytes) {
+      out += "...";
+      break;
+    }
+    out += piece;
+    i += ok ? len : 1;
+  }
+  return out;
+}
+
 json error_json(const ApiError& e) {
-  json err = {{"message", e.what()}, {"type", e.type}, {"param", nullptr}, {"code", nullptr}};
-  if (!e.param.empty()) err["param"] = e.param;
+  json err = {{"message", printable_utf8(e.what(), 1024)},
+              {"type", e.type},
+              {"param", nullptr},
+              {"code", nullptr}};
+  if (!e.param.empty()) err["param"] = printable_utf8(e.param, 1024);
   if (!e.code.empty()) err["code"] = e.code;
   return json{{"error", err}};
 }
@@ -37,6 +78,9 @@ json parse_body(std::string_view body, int max_depth) {
   } catch (const json::parse_error& e) {
     // nlohmann's message names the byte offset and what it found.
     throw ApiError(400, std::string("the request body is not valid JSON: ") + e.what());
+  } catch (const json::exception& e) {
+    // A number out of range (1e400) is reported as out_of_range, not as a parse error.
+    throw ApiError(400, std::string("the request body is not usable JSON: ") + e.what());
   }
 }
 

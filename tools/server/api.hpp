@@ -23,7 +23,12 @@ struct ApiError : std::runtime_error {
   int status;
   std::string type, param, code;
 };
+// Its strings are valid UTF-8 and short, whatever the message quotes of
+// the request (a JSON parse error quotes the bytes it read).
 nlohmann::json error_json(const ApiError& e);
+// s with every invalid UTF-8 sequence as U+FFFD, cut at a character
+// boundary (then "...") to at most max_bytes + 3 bytes.
+std::string printable_utf8(std::string_view s, size_t max_bytes);
 
 struct Limits {
   int64_t vocab_size = 0;
