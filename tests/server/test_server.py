@@ -485,37 +485,65 @@ class Limits(unittest.TestCase):
             self.assertEqual(proc.wait(30), 0)
 
 
-class HFChatTemplate(unittest.TestCase):
-    """Chat through a checkpoint's own template: the prompt the server builds
-    from `messages` is, token for token, the text transformers'
-    apply_chat_template renders (tests/data/chat_templates)."""
+class HFCheckpoint(unittest.TestCase):
+    """A Hugging Face checkpoint folder with its own chat template and a
+    byte-fallback tokenizer (make_hf_chat_model)."""
+
+    @classmethod
+    def setUpClass(cls):
+        import tempfile
+        cls.tmp = tempfile.TemporaryDirectory()
+        folder = pathlib.Path(cls.tmp.name) / "tiny-chat"
+        cls.cases = make_hf_chat_model(folder)
+        cls.proc, cls.port = start(model=folder)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.proc.terminate()
+        assert cls.proc.wait(30) == 0, "runnel serve exited with %s" % cls.proc.returncode
+        cls.tmp.cleanup()
 
     def test_messages_render_as_transformers_does(self):
-        import tempfile
-        with tempfile.TemporaryDirectory() as tmp:
-            cases = make_hf_chat_model(pathlib.Path(tmp) / "tiny-chat")
-            proc, port = start(model=pathlib.Path(tmp) / "tiny-chat")
-            try:
-                self.assertGreaterEqual(len(cases), 2)
-                for case in cases:
-                    status, _, body = request(port, "POST", "/tokenize",
-                                              {"content": case["expected"], "add_special": False})
-                    self.assertEqual(status, 200)
-                    ids = json.loads(body)["tokens"]
-                    status, _, body = request(port, "POST", "/v1/chat/completions",
-                                              {"messages": case["messages"], "max_tokens": 8, "temperature": 0})
-                    self.assertEqual(status, 200, body)
-                    chat = json.loads(body)
-                    self.assertEqual(chat["usage"]["prompt_tokens"], len(ids), case["expected"])
-                    status, _, body = request(port, "POST", "/v1/completions",
-                                              {"prompt": ids, "max_tokens": 8, "temperature": 0})
-                    self.assertEqual(status, 200, body)
-                    comp = json.loads(body)
-                    self.assertEqual(comp["usage"]["completion_tokens"], chat["usage"]["completion_tokens"])
-                    self.assertEqual(chat["choices"][0]["message"]["content"], comp["choices"][0]["text"])
-            finally:
-                proc.terminate()
-                self.assertEqual(proc.wait(30), 0)
+        # The prompt the server builds from `messages` is, token for token,
+        # the text transformers' apply_chat_template rendered
+        # (tests/data/chat_templates/tinyllama-chat.json).
+        self.assertGreaterEqual(len(self.cases), 2)
+        for case in self.cases:
+            status, _, body = request(self.port, "POST", "/tokenize",
+                                      {"content": case["expected"], "add_special": False})
+            self.assertEqual(status, 200)
+            ids = json.loads(body)["tokens"]
+            status, _, body = request(self.port, "POST", "/v1/chat/completions",
+                                      {"messages": case["messages"], "max_tokens": 8, "temperature": 0})
+            self.assertEqual(status, 200, body)
+            chat = json.loads(body)
+            self.assertEqual(chat["usage"]["prompt_tokens"], len(ids), case["expected"])
+            status, _, body = request(self.port, "POST", "/v1/completions",
+                                      {"prompt": ids, "max_tokens": 8, "temperature": 0})
+            self.assertEqual(status, 200, body)
+            comp = json.loads(body)
+            self.assertEqual(comp["usage"]["completion_tokens"], chat["usage"]["completion_tokens"])
+            self.assertEqual(chat["choices"][0]["message"]["content"], comp["choices"][0]["text"])
+
+    def test_streams_cut_text_only_between_characters(self):
+        # Random weights over a vocabulary with 256 byte tokens (<0x00>..
+        # <0xFF>, byte_fallback) and 588 non-ASCII ones, sampled hot, give
+        # multi-byte characters, some a byte at a time.  A chunk cut inside
+        # a character would reach the client as U+FFFD, so the streamed text
+        # would differ from the whole response of the same seed.
+        multibyte = 0
+        for seed in range(8):
+            body = {"prompt": "Once upon a time", "max_tokens": 48, "temperature": 1.5, "seed": seed,
+                    "ignore_eos": True}
+            status, _, whole = request(self.port, "POST", "/v1/completions", body)
+            self.assertEqual(status, 200, whole)
+            text = json.loads(whole.decode("utf-8"))["choices"][0]["text"]
+            chunks, done = stream(self.port, dict(body, stream=True))
+            self.assertTrue(done)
+            self.assertEqual("".join(ch["choices"][0]["text"] for ch in chunks), text, seed)
+            multibyte += sum(1 for ch in text if ord(ch) > 0x7F and ch != "\ufffd")
+        print("streams: %d multi-byte characters in 8 texts" % multibyte, file=sys.stderr)
+        self.assertGreater(multibyte, 0)
 
 
 def main():
