@@ -414,7 +414,10 @@ class Server {
     const RequestId id = engine_->submit(prompt, ro, [ch, stream](const Event& e) {
       std::lock_guard<std::mutex> lock(ch->mu);
       if (e.finish != FinishReason::None) --ch->open;
-      if (ch->cancelled.load()) return false;
+      if (ch->cancelled.load()) {
+        if (e.finish != FinishReason::None) ch->cv.notify_all();  // the connection waits for the end
+        return false;
+      }
       ch->events.push_back(e);
       if (ch->events.size() > Channel::kMaxQueued) ch->cancelled = true;
       if (stream || e.finish != FinishReason::None || ch->events.size() >= 256) ch->cv.notify_all();
