@@ -3,11 +3,14 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <map>
 #include <random>
 #include <set>
+#include <thread>
 
 #include "runnel/config.hpp"
 #include "runnel/kv_cache.hpp"
@@ -383,6 +386,91 @@ TEST(Scheduler, CancelReturnsBlocksInOneStep) {
   EXPECT_EQ(s.stats().kv_blocks_used, 0);
   EXPECT_EQ(s.n_pending(), 0u);
   EXPECT_EQ(s.take(a).samples[0].finish, FinishReason::Cancelled);
+}
+
+// A request cancelled while it still waits for a slot ends at the next step
+// with no token and one final event, never holds a block, and the running
+// request is not disturbed.
+TEST(Scheduler, CancelWhileQueued) {
+  auto m = load("llama-mha");
+  const int32_t V = int32_t(m->config().vocab_size);
+  SchedulerOptions so;
+  so.ctx_size = 64;
+  so.max_sequences = 1;  // one runs, the next waits
+  so.keep_prefixes = 0;
+  Scheduler s(*m, so);
+  const RequestId a = s.submit(tokens(6, 11, V), greedy(12));
+  std::vector<Event> got;
+  const RequestId b = s.submit(tokens(6, 12, V), greedy(12), [&](const Event& e) {
+    got.push_back(e);
+    return true;
+  });
+  ASSERT_TRUE(s.step());
+  ASSERT_TRUE(s.step());
+  EXPECT_TRUE(got.empty()) << "b should still be queued behind a";
+  const int64_t used = s.stats().kv_blocks_used;
+  s.cancel(b);
+  ASSERT_TRUE(s.step());
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].token, -1);
+  EXPECT_EQ(got[0].finish, FinishReason::Cancelled);
+  EXPECT_TRUE(s.finished(b));
+  EXPECT_EQ(s.stats().kv_blocks_used, used) << "only a's blocks";
+  s.run();
+  const RequestResult rb = s.take(b);
+  EXPECT_EQ(rb.samples[0].finish, FinishReason::Cancelled);
+  EXPECT_TRUE(rb.samples[0].tokens.empty());
+  const RequestResult ra = s.take(a);
+  EXPECT_EQ(ra.samples[0].finish, FinishReason::MaxTokens);
+  // a alone, on a fresh scheduler: the same tokens.
+  Scheduler solo(*m, so);
+  const RequestId a2 = solo.submit(tokens(6, 11, V), greedy(12));
+  solo.run();
+  EXPECT_EQ(solo.take(a2).samples[0].tokens, ra.samples[0].tokens);
+  EXPECT_EQ(s.cache().free_blocks(), s.cache().n_blocks());
+}
+
+// cancel() from another thread while this one is inside step(), as the
+// header allows (the server's connection threads do this): at its k-th
+// event the callback lets the other thread cancel and waits until that
+// cancel() has returned (at most 5 s, so a lock held across callbacks shows
+// as a failure, not a hang).  The request ends cancelled at the next step,
+// the other request is untouched, and every block comes back.
+TEST(Scheduler, CancelFromAnotherThread) {
+  auto m = load("llama-mha");
+  const int32_t V = int32_t(m->config().vocab_size);
+  SchedulerOptions so;
+  so.ctx_size = 64;
+  so.keep_prefixes = 0;
+  Scheduler s(*m, so);
+  for (int round = 0; round < 10; ++round) {
+    const int k = 1 + round % 5;
+    std::atomic<bool> go{false}, done{false};
+    int events = 0;
+    RequestId a = -1;
+    std::thread t([&] {
+      while (!go.load()) std::this_thread::yield();
+      s.cancel(a);
+      done = true;
+    });
+    a = s.submit(tokens(4, uint32_t(20 + round), V), greedy(56), [&](const Event& e) {
+      if (e.token >= 0 && ++events == k) {
+        go = true;
+        const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+        while (!done.load() && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+      }
+      return true;
+    });
+    const RequestId other = s.submit(tokens(4, uint32_t(40 + round), V), greedy(8));
+    s.run();
+    t.join();
+    EXPECT_TRUE(done.load());
+    const RequestResult r = s.take(a);
+    EXPECT_EQ(r.samples[0].finish, FinishReason::Cancelled) << "round " << round;
+    EXPECT_LE(r.samples[0].tokens.size(), size_t(k + 1)) << "round " << round;
+    EXPECT_EQ(s.take(other).samples[0].finish, FinishReason::MaxTokens);
+    EXPECT_EQ(s.cache().free_blocks(), s.cache().n_blocks());
+  }
 }
 
 // Log-probabilities are the log-softmax of the raw logits at each sampled
