@@ -55,7 +55,7 @@ def main():
             print("skipped: %s -- NOT EXPECTED (not in %s)" % (name, args[1]))
     not_skipped = [p for p, _ in expected if p not in used]
     for p in not_skipped:
-        print("expected to skip but did not: %s" % p)
+        print("listed in the expected skips, but ran here: %s" % p)
     print("check-skips: %d tests, %d skipped, %d not expected, %d expected skips that ran"
           % (ran, len(skipped), len(unexpected), len(not_skipped)))
     if strict and (unexpected or not_skipped):

@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <limits>
@@ -246,9 +247,36 @@ TEST_F(CliHabits, OutputThatCannotBeWrittenIsAnError) {
     SCOPED_TRACE(c);
     // Before: exit 0 with nothing written.
     const Result r = run_cli_raw(cli + " " + c + " >/dev/full");
-    EXPECT_NE(r.code, 0) << r.err;
-    EXPECT_NE(r.err.find("runnel: error: cannot write the output"), std::string::npos) << r.err;
+    EXPECT_EQ(r.code, 1) << r.err;  // as documented: 1 for a failed write, not 2 (bad input)
+    // Progress may come first on stderr; the error is the last line, and the only one.
+    const std::vector<std::string> lines = split_lines(r.err);
+    ASSERT_FALSE(lines.empty());
+    EXPECT_EQ(lines.back().rfind("runnel: error: cannot write the output (stdout)", 0), 0u) << r.err;
+    EXPECT_EQ(std::count_if(lines.begin(), lines.end(),
+                            [](const std::string& l) { return l.find("error") != std::string::npos; }),
+              1)
+        << r.err;
   }
+}
+
+// Memory that cannot be had is exit code 3 with one line, not a crash or a
+// generic failure.  The limit is the shell's ulimit -v, which ASan (it
+// reserves terabytes of address space at start) cannot run under.
+TEST_F(CliHabits, OutOfMemoryIsExitThree) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "ASan cannot start under ulimit -v";
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+  GTEST_SKIP() << "ASan cannot start under ulimit -v";
+#endif
+#endif
+  // 1B parameters in f32 are 4.4 GB; the limit is 400 MB of address space.
+  const Result r = run_cli_raw("ulimit -v 400000; " + quote(RUNNEL_CLI_PATH) +
+                               " bench --preset llama-1b --dtype f32 -p 4 -n 0 -r 1 -t 1");
+  EXPECT_EQ(r.code, 3) << r.err;
+  EXPECT_EQ(r.out, "");
+  EXPECT_NE(r.err.find("runnel: error: out of memory\n"), std::string::npos) << r.err;
+  EXPECT_EQ(split_lines(r.err).back(), "runnel: error: out of memory");
 }
 
 TEST_F(CliHabits, DumpLayersCreatesAtMostTheLastComponent) {
@@ -314,7 +342,7 @@ TEST_F(CliHabits, PerplexityRefusesNaNLogits) {
   // generate refuses the same model.
   const Result g = run_cli("generate -m " + quote(m.string()) + " --tokenizer " +
                            quote((dir.path / "tok").string()) + " -t 1 -n 2 -p hi");
-  EXPECT_NE(g.code, 0);
+  EXPECT_ONE_LINE_ERROR(g, "is NaN");
   // The healthy fixture still scores, with llama-perplexity's spellings.
   const Result ok = run_cli("perplexity " + model() + " -t 1 -f " + quote(text.string()) +
                             " -c 16 --ppl-stride 8 -b 4 --chunks 2");
