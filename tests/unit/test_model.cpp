@@ -36,10 +36,10 @@ constexpr double kTolF16 = 1e-2;   // f16 weights (11-bit mantissa); worst seen 
 constexpr double kTolBF16 = 4e-2;  // bf16 weights (8-bit mantissa); worst seen 2.6e-2
 
 std::unique_ptr<Model> load(const fs::path& dir, std::optional<DType> dtype = {},
-                            const std::string& dump = "") {
+                            const std::string& dump = "", int threads = 2) {
   LoadOptions o;
   o.dtype = dtype;
-  o.threads = 2;
+  o.threads = threads;
   o.dump_dir = dump;
   return Model::load(dir.string(), o);
 }
@@ -185,6 +185,30 @@ TEST_P(ModelFixture, LogitsViewEqualsTheCopy) {
     EXPECT_EQ(view.device(), Device::CPU);
     ASSERT_EQ(copied.size(), size_t(rows * V));
     EXPECT_EQ(std::memcmp(view.data(), copied.data(), copied.size() * sizeof(float)), 0);
+  }
+}
+
+// The thread count changes how work is split, never the result: logits
+// bit-equal at 1, 3 and 16 threads (16 is more threads than these models
+// have heads or rows per block), prefill and decode, f32 and f16 weights.
+TEST_P(ModelFixture, LogitsBitEqualAcrossThreadCounts) {
+  const std::vector<int32_t> ids = ids_of(ref_["prompts"][0]["ids"]);
+  for (std::optional<DType> dtype : {std::optional<DType>(), std::optional<DType>(DType::F16)}) {
+    std::vector<float> want;
+    for (int threads : {1, 3, 16}) {
+      auto model = load(dir_, dtype, "", threads);
+      Sequence seq(*model);
+      std::vector<float> got = seq.prefill(std::span<const int32_t>(ids).first(ids.size() - 1), Logits::All);
+      const std::vector<float> last = seq.prefill(std::span<const int32_t>(ids).last(1), Logits::All);
+      got.insert(got.end(), last.begin(), last.end());
+      ASSERT_EQ(got.size(), ids.size() * size_t(model->config().vocab_size));
+      if (want.empty()) {
+        want = got;
+        continue;
+      }
+      EXPECT_EQ(std::memcmp(got.data(), want.data(), want.size() * sizeof(float)), 0)
+          << threads << " threads against 1, " << (dtype ? "f16" : "f32") << " weights";
+    }
   }
 }
 

@@ -46,8 +46,8 @@ struct Solo {
 };
 
 // Greedy generation of one sequence alone, through Sequence.
-Solo solo_greedy(Model& m, const std::vector<int32_t>& prompt, int n) {
-  Sequence seq(m);
+Solo solo_greedy(Model& m, const std::vector<int32_t>& prompt, int n, DType kv = DType::F32) {
+  Sequence seq(m, kv);
   Solo out;
   std::vector<float> logits = seq.prefill(prompt);
   for (int i = 0; i < n; ++i) {
@@ -115,8 +115,8 @@ TEST_P(Batched, ForwardOfManyItemsEqualsSeparateForwards) {
   EXPECT_LT(test::norm_err(got_h[2], last_h), kTol);
 }
 
-TEST_P(Batched, SchedulerEqualsEachSequenceAlone) {
-  auto m = load(GetParam());
+void scheduler_equals_each_sequence_alone(const char* variant, DType kv) {
+  auto m = load(variant);
   const int32_t V = int32_t(m->config().vocab_size);
   const int n_new = 10;
   const std::vector<size_t> lengths = {3, 17, 40, 1, 9, 26};
@@ -124,9 +124,10 @@ TEST_P(Batched, SchedulerEqualsEachSequenceAlone) {
   std::vector<Solo> want;
   for (size_t i = 0; i < lengths.size(); ++i) {
     prompts.push_back(tokens(lengths[i], 100 + uint32_t(i), V));
-    want.push_back(solo_greedy(*m, prompts.back(), n_new));
+    want.push_back(solo_greedy(*m, prompts.back(), n_new, kv));
   }
   SchedulerOptions so;
+  so.kv_dtype = kv;
   so.max_batch_tokens = 8;  // prompts of 17, 26 and 40 tokens are chunked
   // Dynamic NTK scaling rotates each pass's keys with frequencies of the
   // length reached in that pass (as transformers does), so results depend on
@@ -164,6 +165,15 @@ TEST_P(Batched, SchedulerEqualsEachSequenceAlone) {
   EXPECT_EQ(st.generated_tokens, int64_t(prompts.size()) * n_new);
   EXPECT_GT(st.forward_s, 0.0);
   EXPECT_GE(st.total_s, st.forward_s);
+}
+
+// With an f32 and with an f16 KV cache (each against a solo run with the
+// same cache dtype).
+TEST_P(Batched, SchedulerEqualsEachSequenceAlone) {
+  for (DType kv : {DType::F32, DType::F16}) {
+    SCOPED_TRACE(kv == DType::F16 ? "f16 KV cache" : "f32 KV cache");
+    scheduler_equals_each_sequence_alone(GetParam(), kv);
+  }
 }
 
 TEST_P(Batched, PreemptionUnderATinyCacheKeepsResults) {
