@@ -43,13 +43,13 @@ def main():
         return 2
     skipped = sorted(tc.get("name", "") for tc in root.iter("testcase") if tc.find("skipped") is not None)
     ran = sum(1 for _ in root.iter("testcase"))
+    reasons = dict(expected)
     unexpected, used = [], set()
     for name in skipped:
-        hit = [p for p, _ in expected if matches(p, name)]
-        if hit:
-            used.add(hit[0])
-            why = dict(expected)[hit[0]]
-            print("skipped: %s -- %s" % (name, why))
+        hit = next((p for p, _ in expected if matches(p, name)), None)
+        if hit is not None:
+            used.add(hit)
+            print("skipped: %s -- %s" % (name, reasons[hit]))
         else:
             unexpected.append(name)
             print("skipped: %s -- NOT EXPECTED (not in %s)" % (name, args[1]))

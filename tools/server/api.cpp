@@ -8,6 +8,8 @@
 #include <limits>
 #include <random>
 
+#include "tokenizer/unicode.hpp"
+
 namespace runnel::server {
 
 using nlohmann::json;
@@ -21,32 +23,15 @@ ApiError::ApiError(int status_, std::string message, std::string param_, std::st
       code(std::move(code_)) {}
 
 std::string printable_utf8(std::string_view s, size_t max_bytes) {
+  // The tokenizer's UTF-8 checks; each byte that does not start a valid
+  // character becomes one U+FFFD.
+  static const std::string kRepl = tok::to_utf8(tok::kReplacementChar);
   std::string out;
   out.reserve(std::min(s.size(), max_bytes));
-  size_t i = 0;
-  while (i < s.size()) {
-    const auto b = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
-    const unsigned char c = b(i);
-    size_t len = 0;
-    if (c < 0x80) {
-      len = 1;
-    } else if (c >= 0xC2 && c <= 0xDF) {
-      len = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-      len = 3;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      len = 4;
-    }
-    bool ok = len > 0 && i + len <= s.size();
-    for (size_t k = 1; ok && k < len; ++k) ok = (b(i + k) & 0xC0) == 0x80;
-    if (ok && len == 3) {
-      const unsigned char d = b(i + 1);
-      ok = !(c == 0xE0 && d < 0xA0) && !(c == 0xED && d >= 0xA0);  // overlong; surrogate
-    } else if (ok && len == 4) {
-      const unsigned char d = b(i + 1);
-      ok = !(c == 0xF0 && d < 0x90) && !(c == 0xF4 && d >= 0x90);  // overlong; above U+10FFFF
-    }
-    const std::string_view piece = ok ? s.substr(i, len) : std::string_view("\xEF\xBF\xBD");
+  for (size_t i = 0; i < s.size();) {
+    const size_t len = tok::utf8_char_len(static_cast<unsigned char>(s[i]));
+    const bool ok = i + len <= s.size() && tok::is_valid_utf8(s.substr(i, len));
+    const std::string_view piece = ok ? s.substr(i, len) : std::string_view(kRepl);
     if (out.size() + piece.size() > max_bytes) {
       out += "...";
       break;

@@ -65,6 +65,11 @@ struct Channel {
   bool hung_up = false;               // the HangupWatcher saw the client go
   std::atomic<bool> cancelled{false}; // the client went: the callback says stop
   static constexpr size_t kMaxQueued = 4096;  // a client this far behind has stopped reading
+  // A stream's connection wakes for every event; a whole response's only
+  // once this many are queued (or a sample ends), since it writes nothing
+  // before the end.  Called with mu held.
+  static constexpr size_t kWholeResponseBatch = 256;
+  bool worth_waking(bool stream) const { return stream ? !events.empty() : events.size() >= kWholeResponseBatch; }
 };
 
 // Steps the one Scheduler whenever it has work.
@@ -408,8 +413,6 @@ class Server {
     auto ch = std::make_shared<Channel>();
     ch->open = r.n;
     const auto t_submit = Clock::now();
-    // A stream's connection wakes for every event; a whole response's only
-    // when a sample ends or events pile up, since it writes nothing before.
     const bool stream = r.stream;
     const RequestId id = engine_->submit(prompt, ro, [ch, stream](const Event& e) {
       std::lock_guard<std::mutex> lock(ch->mu);
@@ -420,7 +423,7 @@ class Server {
       }
       ch->events.push_back(e);
       if (ch->events.size() > Channel::kMaxQueued) ch->cancelled = true;
-      if (stream || e.finish != FinishReason::None || ch->events.size() >= 256) ch->cv.notify_all();
+      if (e.finish != FinishReason::None || ch->worth_waking(stream)) ch->cv.notify_all();
       return !ch->cancelled.load();
     });
     const server::HangupWatcher::Watch watch = watcher_.watch(c.fd(), [ch] {
@@ -478,22 +481,20 @@ class Server {
     // the result can be taken and nothing stays behind).
     std::vector<Event> batch;
     for (;;) {
-      bool finished, hung_up;
+      bool finished, hung_up, woken;
       {
         // Woken by the engine or the HangupWatcher; the timeout is only a
         // backstop (the peer check below runs then too).
         std::unique_lock<std::mutex> lock(ch->mu);
-        ch->cv.wait_for(lock, std::chrono::seconds(1), [&] {
-          return (!stream && ch->events.size() >= 256) || (stream && !ch->events.empty()) || ch->open == 0 ||
-                 (ch->hung_up && !gone);
+        woken = ch->cv.wait_for(lock, std::chrono::seconds(1), [&] {
+          return ch->worth_waking(stream) || ch->open == 0 || (ch->hung_up && !gone);
         });
         batch.assign(std::make_move_iterator(ch->events.begin()), std::make_move_iterator(ch->events.end()));
         ch->events.clear();
         finished = ch->open == 0;
         hung_up = ch->hung_up;
       }
-      if (hung_up && !gone) cancel();
-      if (ch->cancelled.load() && !gone) cancel();  // fell too far behind
+      if (hung_up || ch->cancelled.load()) cancel();  // the client went, or fell too far behind
       for (const Event& e : batch) {
         if (gone) break;
         Choice& cc = choices[size_t(e.sample)];
@@ -554,7 +555,9 @@ class Server {
       }
       batch.clear();
       if (finished) break;
-      if (!gone && c.peer_gone()) cancel();
+      // The backstop to the HangupWatcher, when the wait timed out (not a
+      // system call per token).
+      if (!woken && !gone && c.peer_gone()) cancel();
     }
     // The last event comes before the step publishes the result.
     while (!engine_->sched.finished(id)) std::this_thread::sleep_for(std::chrono::microseconds(200));

@@ -264,8 +264,8 @@ void HangupWatcher::loop() {
     std::lock_guard<std::mutex> lock(mu_);
     for (size_t i = 1; i < fds.size(); ++i) {
       if (!(fds[i].revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL))) continue;
-      auto it = entries_.find(ids[i]);
-      if (it == entries_.end() || it->second.fd != fds[i].fd) continue;
+      auto it = entries_.find(ids[i]);  // ids are never reused: found is the same socket
+      if (it == entries_.end()) continue;
       std::function<void()> fn = std::move(it->second.on_hangup);
       entries_.erase(it);
       if (fn) fn();
