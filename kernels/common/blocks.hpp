@@ -446,54 +446,79 @@ RUNNEL_HD inline bool fit_affine(const float* x, const int* q, int n, float& a, 
   return true;
 }
 
+// Squared error of x ~ a * q + off over n values, q = round((x - off) / a)
+// clamped to [lo, hi] (a > 0 or a < 0; a == 0 gives q = 0 everywhere).
+// Writes q when given.
+RUNNEL_HD inline double affine_sq_error(const float* x, int n, float a, float off, int lo, int hi,
+                                        int* q = nullptr) {
+  double e = 0;
+  for (int t = 0; t < n; ++t) {
+    const int v = a != 0 ? round_clamped((x[t] - off) / a, lo, hi) : 0;
+    if (q) q[t] = v;
+    const double r = double(a) * v + off - x[t];
+    e += r * r;
+  }
+  return e;
+}
+
+// One Q4_K sub-block: the scale a > 0 and offset off <= 0 of x ~ a * q + off,
+// q in [0, 15], of least squared error found.  Candidates are the range
+// mapped to 15 +- 1 steps (21 of them); for each, q is rounded and (a, off)
+// refit by least squares (off held at 0 where the fit wants it above 0).
+RUNNEL_HD inline void fit_q4_k_sub(const float* xs, float& scale, float& min) {
+  float mn = xs[0], mx = xs[0];
+  for (int t = 1; t < 32; ++t) {
+    mn = std::fmin(mn, xs[t]);
+    mx = std::fmax(mx, xs[t]);
+  }
+  if (!(mn < 0)) mn = 0;
+  scale = 0;
+  min = -mn;
+  if (!(mx > mn) || !std::isfinite(mx - mn)) {
+    if (!std::isfinite(min)) min = 0;
+    return;
+  }
+  float best_a = (mx - mn) / 15, best_off = mn;
+  double best = affine_sq_error(xs, 32, best_a, best_off, 0, 15);
+  for (int k = -10; k <= 10; ++k) {
+    const float a0 = (mx - mn) / (15.0f + 0.1f * float(k));
+    int q[32];
+    affine_sq_error(xs, 32, a0, mn, 0, 15, q);
+    float a, off;
+    if (!fit_affine(xs, q, 32, a, off) || !(a > 0)) continue;
+    if (off > 0) {
+      double sqx = 0, sqq = 0;
+      for (int t = 0; t < 32; ++t) {
+        sqx += double(q[t]) * xs[t];
+        sqq += double(q[t]) * q[t];
+      }
+      if (!(sqq > 0) || !(sqx > 0)) continue;
+      a = float(sqx / sqq);
+      off = 0;
+    }
+    const double e = affine_sq_error(xs, 32, a, off, 0, 15);
+    if (e < best) {
+      best = e;
+      best_a = a;
+      best_off = off;
+    }
+  }
+  scale = std::isfinite(best_a) && best_a > 0 ? best_a : 0;
+  min = std::isfinite(best_off) && best_off < 0 ? -best_off : 0;
+}
+
 // Q4_K: per sub-block of 32, x ~ scale * q - min with q in [0, 15] and
-// min >= 0 (ggml's convention: the offset never exceeds 0), refined by two
-// least-squares passes; then the 8 scales and 8 minimums are quantized to
-// 6 bits against the super-block's f16 d and dmin, and q is recomputed with
-// the stored scales.
+// min >= 0 (the format's convention: the offset never exceeds 0), fit by
+// fit_q4_k_sub; then the 8 scales and 8 minimums are quantized to 6 bits
+// against the super-block's f16 d and dmin, each sub-block taking the pair of
+// 6-bit codes (rounded, or one step either side) of least squared error with
+// q recomputed for it.
 RUNNEL_HD inline void quant_q4_k(const float* src, void* dst, int64_t n) {
   auto* b = static_cast<BlockQ4_K*>(dst);
   for (int64_t i = 0; i < n / kQK_K; ++i) {
     const float* x = src + i * kQK_K;
     float scale[8], mins[8];
-    for (int j = 0; j < 8; ++j) {
-      const float* xs = x + 32 * j;
-      float mn = xs[0], mx = xs[0];
-      for (int t = 1; t < 32; ++t) {
-        mn = std::fmin(mn, xs[t]);
-        mx = std::fmax(mx, xs[t]);
-      }
-      if (!(mn < 0)) mn = 0;
-      float a = (mx - mn) / 15, off = mn;
-      for (int pass = 0; pass < 2 && a > 0; ++pass) {
-        int q[32];
-        for (int t = 0; t < 32; ++t) q[t] = round_clamped((xs[t] - off) / a, 0, 15);
-        float na, nb;
-        if (!fit_affine(xs, q, 32, na, nb) || !(na > 0)) break;
-        if (nb > 0) {  // keep the offset <= 0: refit the scale alone
-          double sqx = 0, sqq = 0;
-          for (int t = 0; t < 32; ++t) {
-            sqx += double(q[t]) * xs[t];
-            sqq += double(q[t]) * q[t];
-          }
-          if (!(sqq > 0) || !(sqx > 0)) break;
-          na = float(sqx / sqq);
-          nb = 0;
-        }
-        // Keep the refinement only where it lowers the squared error.
-        double e_old = 0, e_new = 0;
-        for (int t = 0; t < 32; ++t) {
-          const double r0 = double(a) * q[t] + off - xs[t], r1 = double(na) * q[t] + nb - xs[t];
-          e_old += r0 * r0;
-          e_new += r1 * r1;
-        }
-        if (!(e_new < e_old)) break;
-        a = na;
-        off = nb;
-      }
-      scale[j] = std::isfinite(a) && a > 0 ? a : 0;
-      mins[j] = std::isfinite(off) && off < 0 ? -off : 0;
-    }
+    for (int j = 0; j < 8; ++j) fit_q4_k_sub(x + 32 * j, scale[j], mins[j]);
     float max_scale = 0, max_min = 0;
     for (int j = 0; j < 8; ++j) {
       max_scale = std::fmax(max_scale, scale[j]);
@@ -503,9 +528,25 @@ RUNNEL_HD inline void quant_q4_k(const float* src, void* dst, int64_t n) {
     b[i].dmin = f32_to_f16(max_min / 63);
     const float d = f16_to_f32(b[i].d), dmin = f16_to_f32(b[i].dmin);
     std::memset(b[i].scales, 0, sizeof b[i].scales);
+    uint8_t q[kQK_K];
     for (int j = 0; j < 8; ++j) {
-      const int ls = d > 0 ? round_clamped(scale[j] / d, 0, 63) : 0;
-      const int lm = dmin > 0 ? round_clamped(mins[j] / dmin, 0, 63) : 0;
+      const float* xs = x + 32 * j;
+      const int ls0 = d > 0 ? round_clamped(scale[j] / d, 0, 63) : 0;
+      const int lm0 = dmin > 0 ? round_clamped(mins[j] / dmin, 0, 63) : 0;
+      int ls = ls0, lm = lm0;
+      double best = -1;
+      for (int cs = ls0 - 1; cs <= ls0 + 1; ++cs) {
+        for (int cm = lm0 - 1; cm <= lm0 + 1; ++cm) {
+          if (cs < 0 || cs > 63 || cm < 0 || cm > 63) continue;
+          if ((cs != ls0 && !(d > 0)) || (cm != lm0 && !(dmin > 0))) continue;
+          const double e = affine_sq_error(xs, 32, d * float(cs), -(dmin * float(cm)), 0, 15);
+          if (best < 0 || e < best) {
+            best = e;
+            ls = cs;
+            lm = cm;
+          }
+        }
+      }
       if (j < 4) {
         b[i].scales[j] = uint8_t(ls);
         b[i].scales[j + 4] = uint8_t(lm);
@@ -514,23 +555,55 @@ RUNNEL_HD inline void quant_q4_k(const float* src, void* dst, int64_t n) {
         b[i].scales[j - 4] |= uint8_t((ls >> 4) << 6);
         b[i].scales[j] |= uint8_t((lm >> 4) << 6);
       }
-    }
-    uint8_t q[kQK_K];
-    for (int j = 0; j < 8; ++j) {
-      int sc, m;
-      scale_min_k4(j, b[i].scales, sc, m);
-      const float ds = d * float(sc), dm = dmin * float(m);
-      for (int t = 0; t < 32; ++t)
-        q[32 * j + t] = uint8_t(ds > 0 ? round_clamped((x[32 * j + t] + dm) / ds, 0, 15) : 0);
+      int qs[32];
+      affine_sq_error(xs, 32, d * float(ls), -(dmin * float(lm)), 0, 15, qs);
+      for (int t = 0; t < 32; ++t) q[32 * j + t] = uint8_t(qs[t]);
     }
     for (int g = 0; g < 4; ++g)
       for (int l = 0; l < 32; ++l) b[i].qs[32 * g + l] = uint8_t(q[64 * g + l] | (q[64 * g + 32 + l] << 4));
   }
 }
 
-// Q6_K: per sub-block of 16, the value of largest magnitude maps to -32
-// (q in [-32, 31], as Q4_0 does with 4 bits); the 16 scales are quantized to
-// int8 against the super-block's f16 d = max |scale| / 127.
+// One Q6_K sub-block of 16: the scale s of x ~ s * q, q in [-32, 31], of
+// least squared error found.  Candidates map the value of largest magnitude
+// to -32 +- 0.9 steps (19 of them); for each, q is rounded and s refit by
+// least squares.
+RUNNEL_HD inline float fit_q6_k_sub(const float* xs) {
+  float amax = 0, max = 0;
+  for (int t = 0; t < 16; ++t) {
+    if (amax < std::fabs(xs[t])) {
+      amax = std::fabs(xs[t]);
+      max = xs[t];
+    }
+  }
+  if (!(amax > 0) || !std::isfinite(max)) return 0;
+  float best_s = max / -32;
+  double best = affine_sq_error(xs, 16, best_s, 0, -32, 31);
+  for (int k = -9; k <= 9; ++k) {
+    int q[16];
+    affine_sq_error(xs, 16, max / -(32.0f + 0.1f * float(k)), 0, -32, 31, q);
+    double sqx = 0, sqq = 0;
+    for (int t = 0; t < 16; ++t) {
+      sqx += double(q[t]) * xs[t];
+      sqq += double(q[t]) * q[t];
+    }
+    if (!(sqq > 0)) continue;
+    const float s = float(sqx / sqq);
+    if (!(s != 0) || !std::isfinite(s)) continue;
+    const double e = affine_sq_error(xs, 16, s, 0, -32, 31);
+    if (e < best) {
+      best = e;
+      best_s = s;
+    }
+  }
+  return best_s;
+}
+
+// Q6_K: per sub-block of 16, x ~ scale * q with q in [-32, 31], fit by
+// fit_q6_k_sub; the 16 scales are quantized to int8 against the
+// super-block's f16 d = max |scale| / 127, each sub-block taking the code
+// (rounded, or one step either side) of least squared error with q
+// recomputed for it.
 RUNNEL_HD inline void quant_q6_k(const float* src, void* dst, int64_t n) {
   auto* b = static_cast<BlockQ6_K*>(dst);
   for (int64_t i = 0; i < n / kQK_K; ++i) {
@@ -538,25 +611,31 @@ RUNNEL_HD inline void quant_q6_k(const float* src, void* dst, int64_t n) {
     float scale[16];
     float amax_scale = 0;
     for (int s = 0; s < 16; ++s) {
-      float amax = 0, max = 0;
-      for (int t = 16 * s; t < 16 * s + 16; ++t) {
-        if (amax < std::fabs(x[t])) {
-          amax = std::fabs(x[t]);
-          max = x[t];
-        }
-      }
-      scale[s] = std::isfinite(max) ? max / -32 : 0;
+      scale[s] = fit_q6_k_sub(x + 16 * s);
       amax_scale = std::fmax(amax_scale, std::fabs(scale[s]));
     }
     b[i].d = f32_to_f16(amax_scale / 127);
     const float d = f16_to_f32(b[i].d);
     uint8_t L[kQK_K];
     for (int s = 0; s < 16; ++s) {
-      const int ls = d > 0 ? round_clamped(scale[s] / d, -127, 127) : 0;
+      const float* xs = x + 16 * s;
+      const int ls0 = d > 0 ? round_clamped(scale[s] / d, -127, 127) : 0;
+      int ls = ls0;
+      if (d > 0) {
+        double best = -1;
+        for (int c = ls0 - 1; c <= ls0 + 1; ++c) {
+          if (c < -127 || c > 127) continue;
+          const double e = affine_sq_error(xs, 16, d * float(c), 0, -32, 31);
+          if (best < 0 || e < best) {
+            best = e;
+            ls = c;
+          }
+        }
+      }
       b[i].scales[s] = int8_t(ls);
-      const float ds = d * float(ls);
-      for (int t = 16 * s; t < 16 * s + 16; ++t)
-        L[t] = uint8_t(ds != 0 ? round_clamped(x[t] / ds, -32, 31) + 32 : 32);
+      int qs[16];
+      affine_sq_error(xs, 16, d * float(ls), 0, -32, 31, qs);
+      for (int t = 0; t < 16; ++t) L[16 * s + t] = uint8_t(qs[t] + 32);
     }
     for (int h = 0; h < 2; ++h) {
       const uint8_t* l0 = L + 128 * h;
