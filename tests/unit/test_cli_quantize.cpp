@@ -308,28 +308,53 @@ TEST(CliQuantize, EmbedsTheGgufVocabulary) {
 }
 
 // A llama2.c checkpoint with its tokenizer.bin: the vocabulary is written as
-// SentencePiece ("llama"), and tokenizes as the tokenizer.bin does.
+// SentencePiece ("llama") and tokenizes as run.c does (its own ids, from
+// tests/data/llama2c/tok512.json).  In f16 the file generates llama2.c's
+// greedy story; in q8_0 the rows of 172 (ffn_down) stay f16 and every other
+// matrix is Q8_0.
 TEST(CliQuantize, Llama2cCheckpointWithItsTokenizer) {
   const fs::path dir = fs::path(RUNNEL_SHARED_DIR) / "testdata" / "stories260K";
   if (!fs::exists(dir / "stories260K.bin"))
     GTEST_SKIP() << "shared test data not found: " << dir.string();
-  TempDir tmp;
-  const fs::path out = tmp.path / "st.gguf";
-  const Result r = run_cli("quantize -m " + quote((dir / "stories260K.bin").string()) + " -o " +
-                           quote(out.string()) + " --type q8_0 --tokenizer " +
-                           quote((dir / "tok512.bin").string()));
-  ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_NE(r.out.find("(llama2.c, llama)"), std::string::npos) << r.out;
-  const std::optional<Vocab> v = gguf::read_vocab(gguf::File::open(out.string()));
-  ASSERT_TRUE(v.has_value());
-  EXPECT_EQ(v->model, VocabModel::SentencePieceBpe);
-  const Tokenizer ours = Tokenizer::from_vocab(*v);
-  const Tokenizer theirs = load_tokenizer((dir / "tok512.bin").string());
-  for (const char* text : {"Once upon a time, there was a big dog.", "Lily and Tom  played 123"})
-    EXPECT_EQ(ours.encode(text), theirs.encode(text)) << text;
-  const Result g = run_cli("generate -m " + quote(out.string()) + " -p 'There was a big' -n 8 -t 1");
-  EXPECT_EQ(g.code, 0) << g.err;
-  EXPECT_FALSE(g.out.empty());
+  std::ifstream fx(fs::path(RUNNEL_TEST_DATA_DIR) / "llama2c" / "tok512.json");
+  const nlohmann::json run_c = nlohmann::json::parse(fx);
+  for (const std::string type : {"f16", "q8_0"}) {
+    SCOPED_TRACE(type);
+    TempDir tmp;
+    const fs::path out = tmp.path / "st.gguf";
+    const Result r = run_cli("quantize -m " + quote((dir / "stories260K.bin").string()) + " -o " +
+                             quote(out.string()) + " --type " + type + " --tokenizer " +
+                             quote((dir / "tok512.bin").string()));
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_NE(r.out.find("(llama2.c, llama)"), std::string::npos) << r.out;
+    const gguf::File f = gguf::File::open(out.string());
+    const std::optional<Vocab> v = gguf::read_vocab(f);
+    ASSERT_TRUE(v.has_value());
+    EXPECT_EQ(v->model, VocabModel::SentencePieceBpe);
+    const Tokenizer ours = Tokenizer::from_vocab(*v);
+    ASSERT_GE(run_c.at("cases").size(), 45u);
+    for (const nlohmann::json& c : run_c.at("cases")) {
+      const std::string text = c.at("text");
+      if (c.at("text_hex").get<std::string>().size() != 2 * text.size()) continue;  // not valid UTF-8
+      EXPECT_EQ(ours.encode(text, true), c.at("bos").get<std::vector<int32_t>>()) << text;
+    }
+    int matrices = 0;
+    for (const gguf::TensorInfo& t : f.tensors()) {
+      if (t.shape.size() != 2) continue;
+      ++matrices;
+      const bool rows_of_172 = t.name.find("ffn_down") != std::string::npos;
+      const gguf::GgmlType want = type == "f16" || rows_of_172 ? gguf::GgmlType::F16 : gguf::GgmlType::Q8_0;
+      EXPECT_EQ(t.type->type, want) << t.name;
+    }
+    EXPECT_EQ(matrices, 5 * 7 + 1);  // tied head: the embeddings
+    if (type != "f16") continue;
+    const std::string story = clitest::slurp(dir / "greedy-there-was-a-big-256.txt");
+    const Result g = run_cli("generate -m " + quote(out.string()) + " -p 'There was a big' -n 60 -t 1");
+    ASSERT_EQ(g.code, 0) << g.err;
+    ASSERT_GT(g.out.size(), 100u) << g.out;
+    const std::string cont = g.out.substr(0, g.out.size() - 1);  // the newline after the continuation
+    EXPECT_EQ(story.substr(0, std::string("There was a big").size() + cont.size()), "There was a big" + cont);
+  }
 }
 
 TEST(CliQuantize, NoTokenizerIsNoted) {

@@ -152,7 +152,8 @@ TEST_P(ModelFixture, GreedyContinuationMatches) {
               must = i;
               break;
             }
-        for (size_t i = 0; i < must && i < got.size(); ++i)
+        ASSERT_EQ(got.size(), want.size()) << "f16 cache, prompt " << prompt_no;
+        for (size_t i = 0; i < must; ++i)
           ASSERT_EQ(got[i], want[i]) << "f16 cache, prompt " << prompt_no << " step " << i;
       }
       ++prompt_no;

@@ -598,6 +598,17 @@ TEST(RandomModel, RejectsBlockMisfitAndBadConfig) {
   RandomOptions o;
   o.dtype = DType::Q8_0;  // hidden 32 fits blocks of 32; intermediate 96 too
   EXPECT_NO_THROW(Model::random(c, o));
+  // Rows of 32 (hidden) and 96 (intermediate) are no whole Q4_K super-block
+  // of 256: refused, naming the first tensor, its row length and the block.
+  o.dtype = DType::Q4_K;
+  try {
+    Model::random(c, o);
+    ADD_FAILURE() << "Q4_K rows of 32 were accepted";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("has rows of 32 values, not a multiple of q4_k's block of 256"), std::string::npos) << m;
+  }
+  o.dtype = DType::Q8_0;
   c.hidden_size = 0;
   EXPECT_THROW(Model::random(c, o), Error);
 }
