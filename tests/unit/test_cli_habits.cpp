@@ -217,6 +217,57 @@ TEST_F(CliHabits, GenerateDefaultsToTheTrainedContext) {
   EXPECT_EQ(n + 1, 80u - 13u + 1u);
 }
 
+// Help goes to stdout with exit 0 and nothing on stderr, for runnel itself
+// (also with no arguments) and for every command, -h as --help.
+TEST_F(CliHabits, HelpGoesToStdoutForEveryCommand) {
+  const Result top = run_cli("--help");
+  ASSERT_EQ(top.code, 0) << top.err;
+  EXPECT_EQ(top.err, "");
+  EXPECT_NE(top.out.find("Usage: runnel [OPTIONS] [SUBCOMMAND]"), std::string::npos) << top.out;
+  const Result bare = run_cli("");
+  EXPECT_EQ(bare.code, 0);
+  EXPECT_EQ(bare.err, "");
+  EXPECT_EQ(bare.out, top.out);
+  for (const std::string cmd : {"bench", "chat", "detokenize", "generate", "inspect", "perplexity",
+                                "quantize", "serve", "tokenize", "version"}) {
+    SCOPED_TRACE(cmd);
+    EXPECT_NE(top.out.find("\n  " + cmd + " "), std::string::npos) << top.out;
+    const Result h = run_cli(cmd + " --help");
+    EXPECT_EQ(h.code, 0) << h.err;
+    EXPECT_EQ(h.err, "");
+    EXPECT_NE(h.out.find("Usage: runnel " + cmd + " [OPTIONS]"), std::string::npos) << h.out;
+    EXPECT_NE(h.out.find("-h,--help"), std::string::npos) << h.out;
+    if (cmd != "bench" && cmd != "version")
+      EXPECT_NE(h.out.find("-m,--model"), std::string::npos) << h.out;
+    EXPECT_EQ(run_cli(cmd + " -h").out, h.out);
+  }
+}
+
+// generate: stdout holds only the continuation and a newline; the log (load
+// time, speeds) goes to stderr, and --log-level error silences it without
+// changing stdout.  The text is the detokenized --print-ids output.
+TEST_F(CliHabits, GenerateWritesOnlyTheTextToStdout) {
+  const std::string base = gen() + " -n 12 --ignore-eos -p " + quote(prompt);
+  const Result r = run_cli(base);
+  ASSERT_EQ(r.code, 0) << r.err;
+  ASSERT_GE(r.out.size(), 2u);
+  EXPECT_EQ(r.out.back(), '\n');
+  EXPECT_NE(r.err.find("load: "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("tokens/s"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find(r.out.substr(0, r.out.size() - 1)), std::string::npos) << r.err;
+  const Result quiet = run_cli(base + " --log-level error");
+  ASSERT_EQ(quiet.code, 0);
+  EXPECT_EQ(quiet.err, "");
+  EXPECT_EQ(quiet.out, r.out);
+  const Result ids = run_cli(base + " --print-ids --log-level error");
+  ASSERT_EQ(ids.code, 0) << ids.err;
+  EXPECT_EQ(ids.err, "");
+  const Result text = run_cli("detokenize -m " + quote((dir.path / "tok").string()) + " " +
+                              quote(ids.out.substr(0, ids.out.size() - 1)));
+  ASSERT_EQ(text.code, 0) << text.err;
+  EXPECT_EQ(text.out, r.out);
+}
+
 TEST_F(CliHabits, GenerateTimingLineEndsWithANewline) {
   const Result r = run_cli(gen() + " -n 4 -p " + quote(prompt));
   ASSERT_EQ(r.code, 0) << r.err;
