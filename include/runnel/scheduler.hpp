@@ -79,6 +79,9 @@ struct RequestResult {
   RequestId id = -1;
   int64_t prompt_tokens = 0;
   std::vector<Completion> samples;
+  // Times this request was preempted for want of KV blocks (its blocks freed,
+  // its tokens recomputed on readmission); also counted in Stats::preemptions.
+  int64_t preemptions = 0;
 };
 
 struct SchedulerOptions {

@@ -111,6 +111,7 @@ struct Scheduler::Impl {
     std::vector<std::unique_ptr<Sample>> samples;
     bool forked = false;  // samples 1.. exist in the cache
     int open = 0;         // samples not done
+    int64_t preemptions = 0;
   };
 
   Model& model;
@@ -316,6 +317,7 @@ struct Scheduler::Impl {
       std::lock_guard<std::mutex> lock(mu);
       ++stats.preemptions;
     }
+    ++victim->preemptions;
     for (auto& s : victim->samples) {
       release(*s);
       s->n_cached = 0;
@@ -334,6 +336,7 @@ struct Scheduler::Impl {
     RequestResult res;
     res.id = r->id;
     res.prompt_tokens = r->prompt_tokens;
+    res.preemptions = r->preemptions;
     for (auto& s : r->samples) res.samples.push_back(std::move(s->out));
     std::lock_guard<std::mutex> lock(mu);
     results[r->id] = std::move(res);

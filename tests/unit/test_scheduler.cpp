@@ -257,6 +257,64 @@ TEST(Scheduler, ForkedSamplesEqualSeparateRequests) {
   EXPECT_EQ(s.cache().free_blocks(), s.cache().n_blocks());
 }
 
+// Forked samples that lose their blocks: a forked request (3 samples at
+// temperature 1.5) and a greedy one share a pool too small for both, the
+// forked one is preempted, and each sample recomputes alone.  Every sample
+// still equals its own request run alone in a large pool (seed + k).
+TEST(Scheduler, ForkedSamplesSurvivePreemption) {
+  auto m = load("llama-mha");
+  const int32_t V = int32_t(m->config().vocab_size);
+  const std::vector<int32_t> prompt = tokens(12, 9, V), other = tokens(20, 10, V);
+  RequestOptions o;
+  o.sampling.temperature = 1.5f;
+  o.sampling.top_k = 0;
+  o.sampling.top_p = 1.0f;
+  o.sampling.min_p = 0.0f;
+  o.sampling.seed = 7;
+  o.stop.max_tokens = 20;
+  o.stop_at_eos = false;
+  o.text = false;
+  o.n_samples = 3;
+  auto alone = [&](const std::vector<int32_t>& p, const RequestOptions& ro) {
+    SchedulerOptions big;
+    big.block_size = 4;
+    Scheduler s(*m, big);
+    const RequestId id = s.submit(p, ro);
+    s.run();
+    const RequestResult r = s.take(id);
+    EXPECT_EQ(r.preemptions, 0);
+    return r.samples.at(0).tokens;
+  };
+  std::vector<std::vector<int32_t>> want;
+  for (int k = 0; k < 3; ++k) {
+    RequestOptions one = o;
+    one.n_samples = 1;
+    one.sampling.seed = o.sampling.seed + uint64_t(k);
+    want.push_back(alone(prompt, one));
+  }
+  const std::vector<int32_t> want_other = alone(other, greedy(20));
+
+  SchedulerOptions so;
+  so.block_size = 4;
+  so.ctx_size = 96;  // 24 blocks: the forked request needs up to 3 + 3 * 5, the other 10
+  so.max_batch_tokens = 16;
+  Scheduler s(*m, so);
+  const RequestId g = s.submit(other, greedy(20));
+  const RequestId f = s.submit(prompt, o);
+  s.run();
+  const RequestResult rf = s.take(f), rg = s.take(g);
+  EXPECT_GT(rf.preemptions, 0);
+  EXPECT_EQ(s.stats().preemptions, rf.preemptions + rg.preemptions);
+  ASSERT_EQ(rf.samples.size(), 3u);
+  for (int k = 0; k < 3; ++k) {
+    EXPECT_EQ(rf.samples[size_t(k)].finish, FinishReason::MaxTokens) << rf.samples[size_t(k)].error;
+    EXPECT_EQ(rf.samples[size_t(k)].tokens, want[size_t(k)]) << "sample " << k;
+  }
+  EXPECT_EQ(rg.samples[0].tokens, want_other);
+  EXPECT_EQ(s.cache().free_blocks(), s.cache().n_blocks());
+  s.cache().check_consistency();
+}
+
 TEST(Scheduler, CancelStreamingAndPerSequenceErrors) {
   auto m = load("llama-mha");
   const int32_t V = int32_t(m->config().vocab_size);
