@@ -132,9 +132,11 @@ std::string Writer::bytes() const {
   }
   if (tensors_.empty()) return out;
   out.resize(pad(out.size()), '\0');
-  for (size_t i = 0; i < tensors_.size(); ++i) {
-    out += tensors_[i].data;
-    if (i + 1 < tensors_.size()) out.resize(pad(out.size()), '\0');  // the file ends with data
+  // Every tensor's data is padded to the alignment, the last one too, as
+  // llama.cpp's gguf writer and gguf-py write it.
+  for (const T& t : tensors_) {
+    out += t.data;
+    out.resize(pad(out.size()), '\0');
   }
   return out;
 }

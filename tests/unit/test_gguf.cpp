@@ -4,6 +4,9 @@
 // conformance cases, and real llama2.c-trained weights.
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -121,6 +124,109 @@ TEST(GgufReader, EveryValueType) {
   EXPECT_ERROR_HAS(f.get_string("t.u32"), "t.u32", "expected string");
   EXPECT_ERROR_HAS(f.get_strings("t.f32s"), "t.f32s", "array of strings");
   EXPECT_ERROR_HAS(f.get_bool("t.u8", false), "t.u8", "expected bool");
+}
+
+// Files written by gguf-py, the writer maintained with llama.cpp
+// (tests/data/gguf/, tools/reference/make_gguf_fixtures.py): runnel reads
+// every key and tensor of them, and its Writer, given the same keys and
+// tensors in the same order, writes the same bytes.
+std::string read_bytes(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+const fs::path kGgufPy = fs::path(RUNNEL_TEST_DATA_DIR) / "gguf";
+
+TEST(GgufReader, ReadsWhatGgufPyWrote) {
+  const gguf::File f = gguf::File::open((kGgufPy / "every-value-type.gguf").string());
+  EXPECT_EQ(f.version(), 3u);
+  EXPECT_EQ(f.metadata().size(), 17u);
+  EXPECT_EQ(f.get_string("general.architecture"), "none");
+  EXPECT_EQ(f.get_int("t.u8"), 200);
+  EXPECT_EQ(f.get_int("t.i8"), -100);
+  EXPECT_EQ(f.get_int("t.u16"), 60000);
+  EXPECT_EQ(f.get_int("t.i16"), -30000);
+  EXPECT_EQ(f.get_int("t.u32"), 4000000000ll);
+  EXPECT_EQ(f.get_int("t.i32"), -2000000000);
+  EXPECT_EQ(f.get_int("t.u64"), int64_t(1) << 40);
+  EXPECT_EQ(f.get_int("t.i64"), -(int64_t(1) << 50));
+  EXPECT_EQ(f.get_float("t.f32"), 1.5);
+  EXPECT_EQ(f.get_float("t.f64"), -2.25);
+  EXPECT_TRUE(f.get_bool("t.bool", false));
+  EXPECT_EQ(f.get_string("t.str"), "h\xC3\xA9llo");
+  EXPECT_EQ(f.get_strings("t.strs"), (std::vector<std::string>{"a", "", "ccc"}));
+  EXPECT_EQ(f.get_floats("t.f32s"), (std::vector<float>{1.0f, -2.0f}));
+  EXPECT_EQ(f.get_ints("t.i32s"), (std::vector<int64_t>{7, -8, 9}));
+  const gguf::Value* n = f.find("t.nested");
+  ASSERT_NE(n, nullptr);
+  EXPECT_EQ(n->elem, ValueType::Array);
+  ASSERT_EQ(n->items.size(), 2u);
+  EXPECT_EQ(n->items[0].elem, ValueType::I32);
+  EXPECT_EQ(n->items[0].count, 2u);
+  EXPECT_EQ(n->items[1].count, 1u);
+  ASSERT_EQ(f.tensors().size(), 3u);
+  const gguf::TensorInfo* a = f.find_tensor("a");
+  const gguf::TensorInfo* b = f.find_tensor("b");
+  const gguf::TensorInfo* c = f.find_tensor("c");
+  ASSERT_TRUE(a && b && c);
+  EXPECT_EQ(a->shape, (std::vector<int64_t>{3}));
+  EXPECT_EQ(b->shape, (std::vector<int64_t>{2, 3}));  // numpy (2, 3): ne = [3, 2]
+  EXPECT_EQ(b->ne, (std::vector<int64_t>{3, 2}));
+  EXPECT_EQ(c->shape, (std::vector<int64_t>{1, 32}));
+  EXPECT_EQ(f.tensor(*a).dtype(), DType::F32);
+  EXPECT_EQ(f.tensor(*b).dtype(), DType::F16);
+  EXPECT_EQ(f.tensor(*c).dtype(), DType::Q8_0);
+  const float* av = f.tensor(*a).data_as<float>();
+  EXPECT_EQ(std::vector<float>(av, av + 3), (std::vector<float>{1, 2, 3}));
+  std::vector<float> bv(6), cv(32);
+  traits(DType::F16).to_float(f.tensor(*b).data(), bv.data(), 6);
+  EXPECT_EQ(bv, (std::vector<float>{0, 0.5f, 1, 1.5f, 2, 2.5f}));
+  traits(DType::Q8_0).to_float(f.tensor(*c).data(), cv.data(), 32);
+  for (int i = 0; i < 32; ++i) EXPECT_EQ(cv[size_t(i)], 0.25f * float(i - 16)) << i;
+
+  const gguf::File g = gguf::File::open((kGgufPy / "aligned-64.gguf").string());
+  EXPECT_EQ(g.alignment(), 64u);
+  EXPECT_EQ(g.data_offset() % 64, 0u);
+  EXPECT_EQ(g.find_tensor("b")->offset, 64u);
+  EXPECT_EQ(g.tensor(*g.find_tensor("b")).data_as<float>()[2], 3.0f);
+}
+
+TEST(GgufWriter, WritesTheBytesGgufPyWrites) {
+  gguf::Writer w;
+  w.set_string("general.architecture", "none");
+  w.set_raw("t.u8", ValueType::U8, le<uint8_t>(200));
+  w.set_raw("t.i8", ValueType::I8, le<int8_t>(-100));
+  w.set_raw("t.u16", ValueType::U16, le<uint16_t>(60000));
+  w.set_raw("t.i16", ValueType::I16, le<int16_t>(-30000));
+  w.set_u32("t.u32", 4000000000u);
+  w.set_i32("t.i32", -2000000000);
+  w.set_u64("t.u64", uint64_t(1) << 40);
+  w.set_raw("t.i64", ValueType::I64, le<int64_t>(-(int64_t(1) << 50)));
+  w.set_f32("t.f32", 1.5f);
+  w.set_raw("t.f64", ValueType::F64, le<double>(-2.25));
+  w.set_bool("t.bool", true);
+  w.set_string("t.str", "h\xC3\xA9llo");
+  w.set_strings("t.strs", {"a", "", "ccc"});
+  w.set_f32s("t.f32s", {1.0f, -2.0f});
+  w.set_i32s("t.i32s", {7, -8, 9});
+  std::string nested = le<uint32_t>(uint32_t(ValueType::Array)) + le<uint64_t>(2);
+  nested += le<uint32_t>(uint32_t(ValueType::I32)) + le<uint64_t>(2) + le<int32_t>(1) + le<int32_t>(2);
+  nested += le<uint32_t>(uint32_t(ValueType::I32)) + le<uint64_t>(1) + le<int32_t>(3);
+  w.set_raw("t.nested", ValueType::Array, nested);
+  const float a[3] = {1, 2, 3};
+  w.add_tensor("a", GgmlType::F32, {3}, a, sizeof a);
+  const uint16_t b[6] = {0x0000, 0x3800, 0x3c00, 0x3e00, 0x4000, 0x4100};  // 0, 0.5, ..., 2.5 in f16
+  w.add_tensor("b", GgmlType::F16, {2, 3}, b, sizeof b);
+  std::string c = le<uint16_t>(0x3400);  // f16 0.25
+  for (int v = -16; v < 16; ++v) c += char(int8_t(v));
+  w.add_tensor("c", GgmlType::Q8_0, {1, 32}, c.data(), c.size());
+  const std::string want = read_bytes(kGgufPy / "every-value-type.gguf");
+  const std::string got = w.bytes();
+  ASSERT_EQ(got.size(), want.size());
+  EXPECT_TRUE(got == want) << "first difference at byte "
+                           << std::mismatch(got.begin(), got.end(), want.begin()).first - got.begin();
 }
 
 TEST(GgufReader, TensorsAreViewsInRowMajorOrder) {
@@ -530,6 +636,19 @@ TEST_P(GgufConversion, SameLogitsAsSafetensors) {
   const double err = test::norm_err(have, want);
   std::printf("[ %s ] GGUF vs safetensors logits max|d|/max|ref| = %.3g\n", GetParam(), err);
   EXPECT_LE(err, 1e-5);
+  // And against transformers itself: the fixture's first prompt, every position.
+  {
+    std::ifstream in(dir / "reference.json");
+    const nlohmann::json ref = nlohmann::json::parse(in);
+    const nlohmann::json& p = ref.at("prompts").at(0);
+    const auto pids = p.at("ids").get<std::vector<int32_t>>();
+    std::vector<float> hf;
+    for (const auto& row : p.at("logits")) for (const auto& v : row) hf.push_back(v.get<float>());
+    Sequence s2(*got);
+    const double e_hf = test::norm_err(s2.prefill(pids, Logits::All), hf);
+    std::printf("[ %s ] GGUF vs transformers logits max|d|/max|ref| = %.3g\n", GetParam(), e_hf);
+    EXPECT_LE(e_hf, 1e-5);  // measured 2.6e-7 to 7.4e-7
+  }
   // Then decode a few tokens on both.
   for (int32_t id : {3, 9, 27}) EXPECT_LE(test::norm_err(s1.decode(id), s0.decode(id)), 1e-5);
 }
@@ -575,9 +694,12 @@ TEST(GgufRopeFreqs, FactorsDivideTheInverseFrequencies) {
   }
 }
 
-// The llama3 fixture written as GGUF carries llama.cpp's rope_freqs: 1 for
-// short wavelengths, `factor` for long ones, 1 / ((1 - s) / factor + s) between
-// (convert_hf_to_gguf.py, LlamaModel), and no scaling key.
+// The llama3 fixture written as GGUF carries llama.cpp's rope_freqs, the
+// factor each inverse frequency is divided by, and no scaling key.  The
+// factors must be transformers' own unscaled / scaled inverse frequencies
+// (inv_freq_unscaled and inv_freq in the fixture's reference.json, from
+// LlamaRotaryEmbedding): 1 for short wavelengths, the factor 8 for long
+// ones, a smoothed value between.
 TEST(GgufRopeFreqs, Llama3ScalingIsWrittenAsLlamaCppFactors) {
   test::GgufTempDir d;
   const std::string path = d.file("l3.gguf");
@@ -590,22 +712,17 @@ TEST(GgufRopeFreqs, Llama3ScalingIsWrittenAsLlamaCppFactors) {
   ASSERT_EQ(t->shape, (std::vector<int64_t>{4}));  // head_dim 8
   std::vector<float> got(4);
   std::memcpy(got.data(), f.tensor_data(*t), 16);
-  // config.json: theta 10000, head_dim 8, factor 8, low 1, high 4, original context 160.
-  const double factor = 8, low = 1, high = 4, old_ctx = 160;
-  const double low_wavelen = old_ctx / low, high_wavelen = old_ctx / high;
-  for (int i = 0; i < 4; ++i) {
-    const double freq = 1.0 / std::pow(10000.0, 2.0 * i / 8.0);
-    const double wavelen = 2 * M_PI / freq;
-    double want = 1;
-    if (wavelen > low_wavelen) {
-      want = factor;
-    } else if (wavelen >= high_wavelen) {
-      const double smooth = (old_ctx / wavelen - low) / (high - low);
-      want = 1 / ((1 - smooth) / factor + smooth);
-    }
-    EXPECT_NEAR(got[size_t(i)], want, 1e-5 * want) << i;
+  std::ifstream in(fixture("llama-gqa-tied-llama3") / "reference.json");
+  const nlohmann::json ref = nlohmann::json::parse(in);
+  const auto unscaled = ref.at("inv_freq_unscaled").get<std::vector<double>>();
+  const auto scaled = ref.at("inv_freq").get<std::vector<double>>();
+  ASSERT_EQ(unscaled.size(), 4u);
+  ASSERT_EQ(scaled.size(), 4u);
+  for (size_t i = 0; i < 4; ++i) {
+    const double want = unscaled[i] / scaled[i];
+    EXPECT_NEAR(got[i], want, 1e-6 * want) << i << " (" << ref.at("llama3_bands")[i] << ")";
   }
-  // All three cases occur: 1, a smoothed factor, and 8.
+  // All three bands occur: 1, a smoothed factor, and 8.
   EXPECT_EQ(got[0], 1.0f);
   EXPECT_GT(got[1], 1.0f);
   EXPECT_LT(got[1], 8.0f);

@@ -147,8 +147,13 @@ void put(std::string& b, const Field& f, uint64_t v) { std::memcpy(b.data() + f.
 
 std::vector<Mutation> corpus(const std::string& good) {
   std::vector<Mutation> out;
+  // Cut anywhere before the end of the last tensor's data, a file is short;
+  // cut in the padding after it (written as llama.cpp writes it), it is whole.
+  const gguf::File whole = gguf::File::parse(good.data(), good.size(), "good.gguf");
+  uint64_t data_end = 0;
+  for (const gguf::TensorInfo& t : whole.tensors()) data_end = std::max(data_end, t.file_offset + t.nbytes);
   for (size_t n = 0; n < good.size(); ++n)
-    out.push_back({good.substr(0, n), "truncated to " + std::to_string(n) + " bytes", true});
+    out.push_back({good.substr(0, n), "truncated to " + std::to_string(n) + " bytes", n < data_end});
   for (const Field& f : Walker(good).run()) {
     uint64_t orig = 0;
     std::memcpy(&orig, good.data() + f.off, f.size);
