@@ -37,6 +37,22 @@ struct CpuTuning {
   bool llama_cpp_order = false;
 };
 
+// Wall time inside each op front, per op and (for matmul) weight dtype, when a
+// Context points at one (`runnel bench --profile`).  On the CPU an op's time
+// includes its threads' wait at the end of the op.  Not thread-safe: one
+// forward pass at a time.
+struct OpProfile {
+  struct Entry {
+    const char* op = "";
+    DType dtype = DType::F32;  // matmul: the weights'; other ops: f32
+    int64_t calls = 0;
+    int64_t ns = 0;
+  };
+  std::vector<Entry> entries;  // in first-call order
+  void add(const char* op, DType dtype, int64_t ns);
+  int64_t total_ns() const;
+};
+
 // What ops run on: a device, the backend that holds its memory, and that
 // device's resources.  Every context has a host thread pool: the CPU's ops
 // run on it, and host-side work (conversion at load, sampling) uses it.
@@ -59,6 +75,8 @@ class Context {
 
   ThreadPool pool;
   CpuTuning cpu;
+  // When set, every op adds its wall time here.
+  OpProfile* profile = nullptr;
 
   // Grows and returns per-call host scratch of at least n floats.
   float* scratch(size_t n);

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -165,6 +166,45 @@ TEST(CliBench, LlamaCppOrder) {
   check_rows(rows, {"pp40", "tg2"}, {1}, {1}, 1);
   for (const json& row : rows) EXPECT_EQ(row["kv_dtype"], "f16");
   for (const json& row : json_rows(r32)) EXPECT_EQ(row["kv_dtype"], "f32");
+}
+
+// --profile: each op's share of a step.  Every decode step of the 2-layer
+// llama fixture runs 7 products per layer and the head, and 2 norms per
+// layer and the final one; the shares (ops, host work between them, the
+// step outside the forward pass) add up to the whole step.
+TEST(CliBench, ProfileSharesOfAStep) {
+  const Result r = run_cli("bench -m " + quote(fixture("llama-mha")) + " -p 0 -n 8 -t 1 -r 2 -o jsonl --profile");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto rows = json_rows(r);
+  ASSERT_EQ(rows.size(), 1u);
+  const json& prof = rows[0].at("profile");
+  std::map<std::string, json> by_op;
+  double shares = 0;
+  for (const json& l : prof) {
+    by_op[l.at("op").get<std::string>()] = l;
+    EXPECT_GE(l.at("share").get<double>(), 0.0) << l;
+    EXPECT_GE(l.at("ms_per_step").get<double>(), 0.0) << l;
+    shares += l.at("share").get<double>();
+  }
+  EXPECT_NEAR(shares, 1.0, 1e-6);
+  ASSERT_TRUE(by_op.count("matmul f32")) << prof;
+  EXPECT_EQ(by_op["matmul f32"].at("calls_per_step").get<double>(), 2 * 7 + 1);
+  EXPECT_EQ(by_op["rmsnorm"].at("calls_per_step").get<double>(), 2 * 2 + 1);
+  EXPECT_EQ(by_op["attention"].at("calls_per_step").get<double>(), 2);
+  EXPECT_TRUE(by_op.count("(forward, outside ops)"));
+  EXPECT_TRUE(by_op.count("(step, outside forward)"));
+  // Without the flag there is no profile; the table format prints it after the table.
+  const Result plain = run_cli("bench -m " + quote(fixture("llama-mha")) + " -p 0 -n 2 -t 1 -r 1 -o jsonl");
+  ASSERT_EQ(plain.code, 0) << plain.err;
+  EXPECT_FALSE(json_rows(plain).at(0).contains("profile"));
+  const Result md = run_cli("bench -m " + quote(fixture("llama-mha")) + " -p 0 -n 2 -t 1 -r 1 --profile");
+  ASSERT_EQ(md.code, 0) << md.err;
+  const size_t at = md.out.find("\nprofile: ");
+  ASSERT_NE(at, std::string::npos) << md.out;
+  EXPECT_NE(md.out.find("| matmul f32 | 15.0 |", at), std::string::npos) << md.out;
+  const Result csv = run_cli("bench -m " + quote(fixture("llama-mha")) + " -p 0 -n 2 -t 1 -r 1 -o csv --profile");
+  EXPECT_EQ(csv.code, 2);
+  EXPECT_NE(csv.err.find("--profile"), std::string::npos) << csv.err;
 }
 
 TEST(CliBench, QuantizedRandomWeights) {

@@ -46,6 +46,7 @@ struct BenchArgs {
   int reps = 3;
   int64_t gemm_min_rows = -1;  // -1: the library's default
   bool llama_cpp_order = false;
+  bool profile = false;
   bool json = false;
   bool csv = false;
   std::string output;  // -o: md, json, jsonl, csv
@@ -206,6 +207,8 @@ struct Row {
   std::string model, family, weights, dtype, kv_dtype, backend;
   int64_t size_bytes = 0, params = 0, ubatch = 0, gemm_min_rows = 0;
   std::vector<Sample> samples;
+  bool profiled = false;
+  OpProfile profile;  // over every repetition (not the warm-up)
 
   std::vector<double> ts() const {
     std::vector<double> v;
@@ -235,6 +238,41 @@ struct Row {
     return total > 0 ? (total - fwd) / total : 0;
   }
   int64_t steps() const { return samples.empty() ? 0 : samples.front().stats.steps; }
+  double sum(double Scheduler::Stats::*field) const {
+    double t = 0;
+    for (const Sample& s : samples) t += s.stats.*field;
+    return t;
+  }
+  int64_t all_steps() const {
+    int64_t n = 0;
+    for (const Sample& s : samples) n += s.stats.steps;
+    return n;
+  }
+
+  // --profile: each op's share of a step (the scheduler's step() time), then
+  // the forward pass's time outside every op (host work between ops: views,
+  // batch tables, uploads) and the step's time outside the forward pass
+  // (sampling, scheduling, cache bookkeeping), largest op first.
+  struct ProfileLine {
+    std::string what;
+    double calls_per_step = 0, ms_per_step = 0, share = 0;
+  };
+  std::vector<ProfileLine> profile_lines() const {
+    std::vector<ProfileLine> out;
+    const double steps = double(std::max<int64_t>(1, all_steps()));
+    const double total = sum(&Scheduler::Stats::total_s), fwd = sum(&Scheduler::Stats::forward_s);
+    auto line = [&](std::string what, double calls, double seconds) {
+      out.push_back({std::move(what), calls / steps, 1e3 * seconds / steps, total > 0 ? seconds / total : 0});
+    };
+    std::vector<OpProfile::Entry> e = profile.entries;
+    std::sort(e.begin(), e.end(), [](const auto& a, const auto& b) { return a.ns > b.ns; });
+    for (const OpProfile::Entry& x : e)
+      line(std::string(x.op) + (std::string_view(x.op) == "matmul" ? " " + std::string(dtype_name(x.dtype)) : ""),
+           double(x.calls), 1e-9 * double(x.ns));
+    line("(forward, outside ops)", 0, std::max(0.0, fwd - 1e-9 * double(profile.total_ns())));
+    line("(step, outside forward)", 0, std::max(0.0, total - fwd));
+    return out;
+  }
 };
 
 int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
@@ -361,12 +399,12 @@ class Printer {
                 "\"ubatch\": {}, \"gemm_min_rows\": {}, \"test\": \"{}\", \"n_prompt\": {}, "
                 "\"n_gen\": {}, "
                 "\"reps\": {}, \"avg_ts\": {}, \"stddev_ts\": {}, \"samples_ts\": [{}], "
-                "\"samples_s\": [{}], \"overhead\": {}, \"steps\": {}, \"version\": \"{}\"}}{}",
+                "\"samples_s\": [{}], \"overhead\": {}, \"steps\": {}, {}\"version\": \"{}\"}}{}",
                 json_escape(r.model), json_escape(r.family), r.weights, r.dtype, r.kv_dtype,
                 r.size_bytes, r.params, json_escape(r.backend), cpu_isa(), t.threads, t.batch,
                 r.ubatch, r.gemm_min_rows, t.name(), t.n_prompt, t.n_gen, r.samples.size(),
                 json_number(avg), json_number(sd), samples_ts, samples_s, json_number(r.overhead()),
-                r.steps(), version(), f_ == Format::JsonLines ? "\n" : "")
+                r.steps(), profile_json(r), version(), f_ == Format::JsonLines ? "\n" : "")
                 .c_str(),
             stdout);
         break;
@@ -386,7 +424,36 @@ class Printer {
     ++rows_;
   }
 
+  // --profile in the table format: one markdown table per row, after the main table.
+  void profiles(const std::vector<Row>& rows) const {
+    if (f_ != Format::Table) return;
+    for (const Row& r : rows) {
+      if (!r.profiled) continue;
+      std::string s = fmt::format("\nprofile: {} {} batch {} threads {} ({} steps in {} reps)\n\n", r.model,
+                                  r.test.name(), r.test.batch, r.test.threads, r.all_steps(), r.samples.size());
+      s += "| op | calls / step | ms / step | share of step |\n|---|---:|---:|---:|\n";
+      for (const Row::ProfileLine& l : r.profile_lines())
+        s += fmt::format("| {} | {} | {:.3f} | {:.1f} % |\n", l.what,
+                         l.calls_per_step > 0 ? fmt::format("{:.1f}", l.calls_per_step) : std::string("-"),
+                         l.ms_per_step, 100 * l.share);
+      std::fputs(s.c_str(), stdout);
+    }
+    std::fflush(stdout);
+  }
+
  private:
+  static std::string profile_json(const Row& r) {
+    if (!r.profiled) return "";
+    std::string s = "\"profile\": [";
+    bool first = true;
+    for (const Row::ProfileLine& l : r.profile_lines()) {
+      s += fmt::format("{}{{\"op\": \"{}\", \"calls_per_step\": {}, \"ms_per_step\": {}, \"share\": {}}}",
+                       first ? "" : ", ", json_escape(l.what), json_number(l.calls_per_step),
+                       json_number(l.ms_per_step), json_number(l.share));
+      first = false;
+    }
+    return s + "], ";
+  }
   std::vector<size_t> widths() const { return {mw_, 10, 9, bw_, 7, 5, 8, 20, 8}; }
   // Display width: "±" is one column but two bytes.
   static size_t display_width(const std::string& s) {
@@ -481,6 +548,9 @@ int run_bench(const BenchArgs& a) {
       throw Error("-o/--output: \"" + a.output + "\" is not a format runnel writes (md, json, jsonl, csv)");
   }
 
+  if (a.profile && fmt_kind == Printer::Format::Csv)
+    throw Error("--profile: the csv format has no column for it (use md, json or jsonl)");
+
   Source src;
   src.seed = a.seed;
   src.tokenizer = a.tokenizer;
@@ -521,6 +591,7 @@ int run_bench(const BenchArgs& a) {
 
   const std::string backend = std::string("CPU ") + cpu_isa();
   std::optional<Printer> printer;  // column widths need the model's label
+  std::vector<Row> profiled;       // --profile: printed after the table
 
   // A learned position table bounds the sequence length.
   auto check_lengths = [&](const ModelConfig& cfg) {
@@ -569,16 +640,23 @@ int run_bench(const BenchArgs& a) {
       // activations at this shape); a few steps for tg.
       note("{} batch {} threads {}: warm-up", t.name(), t.batch, nt);
       run_once(*model, t, std::min(t.n_gen, 4), kv, row.ubatch, a.seed);
+      row.profiled = a.profile;
+      model->context().profile = a.profile ? &row.profile : nullptr;
       for (int r = 0; r < a.reps; ++r) {
         row.samples.push_back(run_once(*model, t, t.n_gen, kv, row.ubatch, a.seed));
         const Sample& s = row.samples.back();
         note("{} batch {} threads {}: rep {}/{}: {:.1f} ms, {:.2f} t/s", t.name(), t.batch, nt,
              r + 1, a.reps, 1e3 * s.seconds, s.seconds > 0 ? double(s.tokens) / s.seconds : 0.0);
       }
+      model->context().profile = nullptr;
       printer->row(row);
+      if (row.profiled) profiled.push_back(std::move(row));
     }
   }
-  if (printer) printer->finish();
+  if (printer) {
+    printer->finish();
+    printer->profiles(profiled);
+  }
   return 0;
 }
 
@@ -599,6 +677,8 @@ const Command bench_cmd("bench", [](CLI::App& app) {
                  "Weight dtype (f32, f16, bf16, q8_0, q4_0, q4_1; default: the file's, or f16 "
                  "for random weights)");
   app.add_option("--kv-dtype", a->kv_dtype, "KV cache dtype: f32 or f16 (default: f32; f16 with --llama-cpp-order)");
+  app.add_flag("--profile", a->profile,
+               "Time every op: each op's share of a step (after the table; \"profile\" in JSON)");
   app.add_flag("--llama-cpp-order", a->llama_cpp_order,
                "Quantized products in llama.cpp's summation order at every batch size (as "
                "generate's flag)");
