@@ -3,6 +3,7 @@
 // per call, so the kernel streams RB weight rows at a time and applies each
 // loaded weight vector to up to XB rows of x.
 #include <algorithm>
+#include <cstring>
 
 #include "cpu/kernels.hpp"
 #include "cpu/quant.hpp"
@@ -447,9 +448,26 @@ RUNNEL_INLINE void q8tile(const QMatmulArgs& a, int64_t j, int64_t i0) {
   }
 }
 
+// A Q4_K super-block's 8 6-bit scales (bytes 0-7) and 8 6-bit minimums
+// (bytes 8-15), unpacked a 32-bit word at a time: scales and minimums 0-3 are
+// the low 6 bits of bytes 0-3 and 4-7; 4-7 take their low 4 bits from the
+// nibbles of bytes 8-11 and their top 2 from bits 6-7 of bytes 0-3 (scales)
+// and 4-7 (minimums), as scale_min_k4 reads them one at a time.
+RUNNEL_INLINE void q4k_scales_mins(const uint8_t* s, uint8_t out[16]) {
+  uint32_t u0, u1, u2;
+  std::memcpy(&u0, s, 4);
+  std::memcpy(&u1, s + 4, 4);
+  std::memcpy(&u2, s + 8, 4);
+  const uint32_t low6 = 0x3f3f3f3fu, low4 = 0x0f0f0f0fu, two = 0x03030303u;
+  const uint32_t w[4] = {u0 & low6, (u2 & low4) | (((u0 >> 6) & two) << 4), u1 & low6,
+                         ((u2 >> 4) & low4) | (((u1 >> 6) & two) << 4)};
+  std::memcpy(out, w, 16);
+}
+
 // Q4_K against Q8_K: per 64-element group the low and high nibbles (two
 // sub-blocks of 32) go through maddubs against x, then a pairwise madd with
-// the sub-block's 6-bit scale; the minimums use x's sums of 16.
+// the sub-block's 6-bit scale; the minimums meet x's sums of 16 in one
+// pairwise madd (each minimum twice, against its sub-block's two sums).
 template <int RB, int XB>
 RUNNEL_INLINE void q4ktile(const QMatmulArgs& a, int64_t j, int64_t i0) {
   using quant::BlockQ4_K;
@@ -470,10 +488,13 @@ RUNNEL_INLINE void q4ktile(const QMatmulArgs& a, int64_t j, int64_t i0) {
   const __m256i low = _mm256_set1_epi8(0x0f);
   const int64_t nb = a.k / quant::kQK_K;
   for (int64_t b = 0; b < nb; ++b) {
-    int sc[RB][8], mn[RB][8];
+    alignas(16) uint8_t sm[RB][16];
+    __m256i mins2[RB];
     prefetch_ahead(w[0], a.ldw, RB, b * int64_t(sizeof(BlockQ4_K)), sizeof(BlockQ4_K));
     for (int r = 0; r < RB; ++r) {
-      for (int s = 0; s < 8; ++s) quant::scale_min_k4(s, w[r][b].scales, sc[r][s], mn[r][s]);
+      q4k_scales_mins(w[r][b].scales, sm[r]);
+      const __m128i m8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sm[r] + 8));
+      mins2[r] = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));  // m0 m0 m1 m1 ... m7 m7
     }
     __m256i iacc[RB][XB];
     for (int r = 0; r < RB; ++r)
@@ -484,8 +505,8 @@ RUNNEL_INLINE void q4ktile(const QMatmulArgs& a, int64_t j, int64_t i0) {
         const __m256i raw = qsimd::load32(w[r][b].qs + 32 * g);
         lo[r] = _mm256_and_si256(raw, low);
         hi[r] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low);
-        slo[r] = _mm256_set1_epi16(int16_t(sc[r][2 * g]));
-        shi[r] = _mm256_set1_epi16(int16_t(sc[r][2 * g + 1]));
+        slo[r] = _mm256_set1_epi16(int16_t(sm[r][2 * g]));
+        shi[r] = _mm256_set1_epi16(int16_t(sm[r][2 * g + 1]));
       }
       for (int c = 0; c < XB; ++c) {
         const __m256i xl = qsimd::load32(x[c][b].qs + 64 * g), xh = qsimd::load32(x[c][b].qs + 64 * g + 32);
@@ -498,9 +519,8 @@ RUNNEL_INLINE void q4ktile(const QMatmulArgs& a, int64_t j, int64_t i0) {
     for (int r = 0; r < RB; ++r) {
       const float d = qsimd::h2f(w[r][b].d), dmin = qsimd::h2f(w[r][b].dmin);
       for (int c = 0; c < XB; ++c) {
-        const int16_t* bs = x[c][b].bsums;
-        int ms = 0;
-        for (int s = 0; s < 8; ++s) ms += mn[r][s] * (bs[2 * s] + bs[2 * s + 1]);
+        const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[c][b].bsums));
+        const int ms = qsimd::hsum_i32(_mm256_madd_epi16(bs, mins2[r]));
         const float dx = x[c][b].d;
         acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(d * dx), _mm256_cvtepi32_ps(iacc[r][c]), acc[r][c]);
         macc[r][c] -= dmin * dx * float(ms);
