@@ -194,10 +194,10 @@ void register_all() {
   // the int8-activation path's baseline.  K-quant rows need k % 256 == 0,
   // so their w2 shape has k = 11264 (11008 rounded up).
   for (DType dt : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q4_K,
-                   DType::Q6_K}) {
+                   DType::Q5_K, DType::Q6_K}) {
     for (bool f32_act : {false, true}) {
       const bool quant = traits(dt).block_size > 1;
-      if (f32_act && (!quant || dt == DType::Q4_K || dt == DType::Q6_K)) continue;
+      if (f32_act && (!quant || traits(dt).block_size == 256)) continue;
       const std::string name = std::string(f32_act ? "matvec_f32act/" : "matvec/") + std::string(dtype_name(dt));
       auto* b = benchmark::RegisterBenchmark(name.c_str(), BM_Matvec, dt, f32_act);
       // LLaMA-7B shapes [n, k]: wq/wo, w1/w3, w2; m = rows of x (1 = decode).

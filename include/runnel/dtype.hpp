@@ -21,6 +21,7 @@ enum class DType : unsigned char {
   Q6_K,  // super-blocks of 256: 256 6-bit values, 16 int8 scales, f16 d
   Q5_0,  // blocks of 32: f16 scale, 32 5-bit values offset by 16 (high bits in a u32)
   Q5_1,  // blocks of 32: f16 scale, f16 minimum, 32 5-bit values
+  Q5_K,  // super-blocks of 256: f16 d, f16 dmin, 8 6-bit scales and minimums, 256 5-bit values
   // Activation-only types (not weights): what rows of x are quantized to
   // for the integer dot products with the weight types above.
   Q8_1,  // blocks of 32: f16 scale, f16 scale * sum, 32 int8 (for Q4_1, Q5_1)

@@ -82,6 +82,12 @@ struct BlockQ4_K {
   uint8_t scales[12];
   uint8_t qs[kQK_K / 2];
 };
+struct BlockQ5_K {
+  uint16_t d, dmin;
+  uint8_t scales[12];
+  uint8_t qh[kQK_K / 8];  // bit 2 g (2 g + 1) of byte l: the high bit of element 64 g + l (+ 32)
+  uint8_t qs[kQK_K / 2];
+};
 struct BlockQ6_K {
   uint8_t ql[kQK_K / 2];
   uint8_t qh[kQK_K / 4];
@@ -100,6 +106,7 @@ static_assert(sizeof(BlockQ5_0) == 22 && alignof(BlockQ5_0) == 2);
 static_assert(sizeof(BlockQ5_1) == 24 && alignof(BlockQ5_1) == 2);
 static_assert(sizeof(BlockQ8_1) == 36 && alignof(BlockQ8_1) == 2);
 static_assert(sizeof(BlockQ4_K) == 144 && alignof(BlockQ4_K) == 2);
+static_assert(sizeof(BlockQ5_K) == 176 && alignof(BlockQ5_K) == 2);
 static_assert(sizeof(BlockQ6_K) == 210 && alignof(BlockQ6_K) == 2);
 static_assert(sizeof(BlockQ8_K) == 292 && alignof(BlockQ8_K) == 4);
 
@@ -404,6 +411,26 @@ RUNNEL_HD inline void dequant_q4_k(const void* src, float* dst, int64_t n) {
   }
 }
 
+// Q5_K: as Q4_K, with each value's fifth bit in qh (ggml's dequantize_row_q5_K).
+RUNNEL_HD inline void dequant_q5_k(const void* src, float* dst, int64_t n) {
+  const auto* b = static_cast<const BlockQ5_K*>(src);
+  for (int64_t i = 0; i < n / kQK_K; ++i) {
+    const float d = f16_to_f32(b[i].d), dmin = f16_to_f32(b[i].dmin);
+    float* y = dst + i * kQK_K;
+    for (int g = 0; g < 4; ++g) {
+      const uint8_t* q = b[i].qs + 32 * g;
+      int sc, m;
+      scale_min_k4(2 * g, b[i].scales, sc, m);
+      const float d1 = d * float(sc), m1 = dmin * float(m);
+      scale_min_k4(2 * g + 1, b[i].scales, sc, m);
+      const float d2 = d * float(sc), m2 = dmin * float(m);
+      const int u1 = 1 << (2 * g), u2 = 2 << (2 * g);
+      for (int l = 0; l < 32; ++l) y[64 * g + l] = d1 * float((q[l] & 0x0f) + (b[i].qh[l] & u1 ? 16 : 0)) - m1;
+      for (int l = 0; l < 32; ++l) y[64 * g + 32 + l] = d2 * float((q[l] >> 4) + (b[i].qh[l] & u2 ? 16 : 0)) - m2;
+    }
+  }
+}
+
 // ggml's dequantize_row_q6_K.
 RUNNEL_HD inline void dequant_q6_k(const void* src, float* dst, int64_t n) {
   const auto* b = static_cast<const BlockQ6_K*>(src);
@@ -461,10 +488,11 @@ RUNNEL_HD inline double affine_sq_error(const float* x, int n, float a, float of
   return e;
 }
 
-// One Q4_K sub-block: the scale a > 0 and offset off <= 0 of x ~ a * q + off,
-// q in [0, 15], of least squared error found.  Candidates are the range
-// mapped to 15 +- 1 steps (21 of them); for each, q is rounded and (a, off)
+// One Q4_K (Q5_K) sub-block: the scale a > 0 and offset off <= 0 of
+// x ~ a * q + off, q in [0, NMAX] (15; 31), of least squared error found.
+// Candidates are the range mapped to NMAX +- 1 steps (21 of them); for each, q is rounded and (a, off)
 // refit by least squares (off held at 0 where the fit wants it above 0).
+template <int NMAX = 15>
 RUNNEL_HD inline void fit_q4_k_sub(const float* xs, float& scale, float& min) {
   float mn = xs[0], mx = xs[0];
   for (int t = 1; t < 32; ++t) {
@@ -478,12 +506,12 @@ RUNNEL_HD inline void fit_q4_k_sub(const float* xs, float& scale, float& min) {
     if (!std::isfinite(min)) min = 0;
     return;
   }
-  float best_a = (mx - mn) / 15, best_off = mn;
-  double best = affine_sq_error(xs, 32, best_a, best_off, 0, 15);
+  float best_a = (mx - mn) / NMAX, best_off = mn;
+  double best = affine_sq_error(xs, 32, best_a, best_off, 0, NMAX);
   for (int k = -10; k <= 10; ++k) {
-    const float a0 = (mx - mn) / (15.0f + 0.1f * float(k));
+    const float a0 = (mx - mn) / (float(NMAX) + 0.1f * float(k));
     int q[32];
-    affine_sq_error(xs, 32, a0, mn, 0, 15, q);
+    affine_sq_error(xs, 32, a0, mn, 0, NMAX, q);
     float a, off;
     if (!fit_affine(xs, q, 32, a, off) || !(a > 0)) continue;
     if (off > 0) {
@@ -496,7 +524,7 @@ RUNNEL_HD inline void fit_q4_k_sub(const float* xs, float& scale, float& min) {
       a = float(sqx / sqq);
       off = 0;
     }
-    const double e = affine_sq_error(xs, 32, a, off, 0, 15);
+    const double e = affine_sq_error(xs, 32, a, off, 0, NMAX);
     if (e < best) {
       best = e;
       best_a = a;
@@ -561,6 +589,63 @@ RUNNEL_HD inline void quant_q4_k(const float* src, void* dst, int64_t n) {
     }
     for (int g = 0; g < 4; ++g)
       for (int l = 0; l < 32; ++l) b[i].qs[32 * g + l] = uint8_t(q[64 * g + l] | (q[64 * g + 32 + l] << 4));
+  }
+}
+
+// Q5_K: as Q4_K with q in [0, 31], each value's fifth bit stored in qh.
+RUNNEL_HD inline void quant_q5_k(const float* src, void* dst, int64_t n) {
+  auto* b = static_cast<BlockQ5_K*>(dst);
+  for (int64_t i = 0; i < n / kQK_K; ++i) {
+    const float* x = src + i * kQK_K;
+    float scale[8], mins[8];
+    for (int j = 0; j < 8; ++j) fit_q4_k_sub<31>(x + 32 * j, scale[j], mins[j]);
+    float max_scale = 0, max_min = 0;
+    for (int j = 0; j < 8; ++j) {
+      max_scale = std::fmax(max_scale, scale[j]);
+      max_min = std::fmax(max_min, mins[j]);
+    }
+    b[i].d = f32_to_f16(max_scale / 63);
+    std::memset(b[i].qh, 0, sizeof b[i].qh);
+    b[i].dmin = f32_to_f16(max_min / 63);
+    const float d = f16_to_f32(b[i].d), dmin = f16_to_f32(b[i].dmin);
+    std::memset(b[i].scales, 0, sizeof b[i].scales);
+    uint8_t q[kQK_K];
+    for (int j = 0; j < 8; ++j) {
+      const float* xs = x + 32 * j;
+      const int ls0 = d > 0 ? round_clamped(scale[j] / d, 0, 63) : 0;
+      const int lm0 = dmin > 0 ? round_clamped(mins[j] / dmin, 0, 63) : 0;
+      int ls = ls0, lm = lm0;
+      double best = -1;
+      for (int cs = ls0 - 1; cs <= ls0 + 1; ++cs) {
+        for (int cm = lm0 - 1; cm <= lm0 + 1; ++cm) {
+          if (cs < 0 || cs > 63 || cm < 0 || cm > 63) continue;
+          if ((cs != ls0 && !(d > 0)) || (cm != lm0 && !(dmin > 0))) continue;
+          const double e = affine_sq_error(xs, 32, d * float(cs), -(dmin * float(cm)), 0, 31);
+          if (best < 0 || e < best) {
+            best = e;
+            ls = cs;
+            lm = cm;
+          }
+        }
+      }
+      if (j < 4) {
+        b[i].scales[j] = uint8_t(ls);
+        b[i].scales[j + 4] = uint8_t(lm);
+      } else {
+        b[i].scales[j + 4] = uint8_t((ls & 0x0f) | ((lm & 0x0f) << 4));
+        b[i].scales[j - 4] |= uint8_t((ls >> 4) << 6);
+        b[i].scales[j] |= uint8_t((lm >> 4) << 6);
+      }
+      int qs[32];
+      affine_sq_error(xs, 32, d * float(ls), -(dmin * float(lm)), 0, 31, qs);
+      for (int t = 0; t < 32; ++t) q[32 * j + t] = uint8_t(qs[t]);
+    }
+    for (int g = 0; g < 4; ++g)
+      for (int l = 0; l < 32; ++l) {
+        const int lo = q[64 * g + l], hi = q[64 * g + 32 + l];
+        b[i].qs[32 * g + l] = uint8_t((lo & 0x0f) | ((hi & 0x0f) << 4));
+        b[i].qh[l] = uint8_t(b[i].qh[l] | ((lo >> 4) << (2 * g)) | ((hi >> 4) << (2 * g + 1)));
+      }
   }
 }
 

@@ -64,6 +64,7 @@ void register_convert(KernelTable& t) {
   t.from_f32[int(DType::Q5_0)] = quant::quant_q5_0;
   t.from_f32[int(DType::Q5_1)] = quant::quant_q5_1;
   t.from_f32[int(DType::Q4_K)] = quant::quant_q4_k;
+  t.from_f32[int(DType::Q5_K)] = quant::quant_q5_k;
   t.from_f32[int(DType::Q6_K)] = quant::quant_q6_k;
 #if defined(RUNNEL_ISA_SCALAR)
   t.to_f32[int(DType::Q8_0)] = quant::dequant_q8_0;
@@ -72,6 +73,7 @@ void register_convert(KernelTable& t) {
   t.to_f32[int(DType::Q5_0)] = quant::dequant_q5_0;
   t.to_f32[int(DType::Q5_1)] = quant::dequant_q5_1;
   t.to_f32[int(DType::Q4_K)] = quant::dequant_q4_k;
+  t.to_f32[int(DType::Q5_K)] = quant::dequant_q5_k;
   t.to_f32[int(DType::Q6_K)] = quant::dequant_q6_k;
   t.from_f32[int(DType::Q8_0)] = quant::quant_q8_0;
   t.from_f32[int(DType::Q8_1)] = quant::quant_q8_1;
@@ -83,6 +85,7 @@ void register_convert(KernelTable& t) {
   t.to_f32[int(DType::Q5_0)] = qsimd::dequant_q5_0;
   t.to_f32[int(DType::Q5_1)] = qsimd::dequant_q5_1;
   t.to_f32[int(DType::Q4_K)] = qsimd::dequant_q4_k;
+  t.to_f32[int(DType::Q5_K)] = quant::dequant_q5_k;  // the reference: conversion at load only
   t.to_f32[int(DType::Q6_K)] = qsimd::dequant_q6_k;
   t.from_f32[int(DType::Q8_0)] = qsimd::quant_q8_0;
   t.from_f32[int(DType::Q8_1)] = qsimd::quant_q8_1;

@@ -4,6 +4,7 @@
 // loaded weight vector to up to XB rows of x.
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "cpu/kernels.hpp"
 #include "cpu/quant.hpp"
@@ -468,9 +469,13 @@ RUNNEL_INLINE void q4k_scales_mins(const uint8_t* s, uint8_t out[16]) {
 // sub-blocks of 32) go through maddubs against x, then a pairwise madd with
 // the sub-block's 6-bit scale; the minimums meet x's sums of 16 in one
 // pairwise madd (each minimum twice, against its sub-block's two sums).
-template <int RB, int XB>
+//
+// Q5_K (Q5 = true) is the same with each value's fifth bit from qh: for group
+// g, bit 2 g of qh's byte l belongs to the low nibble of byte l, bit 2 g + 1
+// to the high one; both become 16 before maddubs (values up to 31).
+template <int RB, int XB, bool Q5>
 RUNNEL_INLINE void q4ktile(const QMatmulArgs& a, int64_t j, int64_t i0) {
-  using quant::BlockQ4_K;
+  using BlockQ4_K = std::conditional_t<Q5, quant::BlockQ5_K, quant::BlockQ4_K>;
   using quant::BlockQ8_K;
   const BlockQ4_K* w[RB];
   for (int r = 0; r < RB; ++r)
@@ -499,12 +504,22 @@ RUNNEL_INLINE void q4ktile(const QMatmulArgs& a, int64_t j, int64_t i0) {
     __m256i iacc[RB][XB];
     for (int r = 0; r < RB; ++r)
       for (int c = 0; c < XB; ++c) iacc[r][c] = _mm256_setzero_si256();
+    __m256i qh[RB];
+    if constexpr (Q5)
+      for (int r = 0; r < RB; ++r) qh[r] = qsimd::load32(w[r][b].qh);
     for (int g = 0; g < 4; ++g) {
       __m256i lo[RB], hi[RB], slo[RB], shi[RB];
       for (int r = 0; r < RB; ++r) {
         const __m256i raw = qsimd::load32(w[r][b].qs + 32 * g);
         lo[r] = _mm256_and_si256(raw, low);
         hi[r] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low);
+        if constexpr (Q5) {
+          const __m256i one = _mm256_set1_epi8(1);
+          const __m256i b0 = _mm256_and_si256(_mm256_srli_epi16(qh[r], 2 * g), one);
+          const __m256i b1 = _mm256_and_si256(_mm256_srli_epi16(qh[r], 2 * g + 1), one);
+          lo[r] = _mm256_or_si256(lo[r], _mm256_slli_epi16(b0, 4));
+          hi[r] = _mm256_or_si256(hi[r], _mm256_slli_epi16(b1, 4));
+        }
         slo[r] = _mm256_set1_epi16(int16_t(sm[r][2 * g]));
         shi[r] = _mm256_set1_epi16(int16_t(sm[r][2 * g + 1]));
       }
@@ -601,7 +616,11 @@ struct Q8Tile {
 };
 struct Q4KTile {
   template <int RB, int XB>
-  RUNNEL_INLINE static void run(const QMatmulArgs& a, int64_t j, int64_t i) { q4ktile<RB, XB>(a, j, i); }
+  RUNNEL_INLINE static void run(const QMatmulArgs& a, int64_t j, int64_t i) { q4ktile<RB, XB, false>(a, j, i); }
+};
+struct Q5KTile {
+  template <int RB, int XB>
+  RUNNEL_INLINE static void run(const QMatmulArgs& a, int64_t j, int64_t i) { q4ktile<RB, XB, true>(a, j, i); }
 };
 struct Q6KTile {
   template <int RB, int XB>
@@ -644,6 +663,7 @@ void register_matmul(KernelTable& t) {
   t.matmul[int(DType::Q5_0)] = matmul_quant<quant::dequant_q5_0, sizeof(quant::BlockQ5_0)>;
   t.matmul[int(DType::Q5_1)] = matmul_quant<quant::dequant_q5_1, sizeof(quant::BlockQ5_1)>;
   t.matmul[int(DType::Q4_K)] = matmul_quant<quant::dequant_q4_k, sizeof(quant::BlockQ4_K), quant::kQK_K>;
+  t.matmul[int(DType::Q5_K)] = matmul_quant<quant::dequant_q5_k, sizeof(quant::BlockQ5_K), quant::kQK_K>;
   t.matmul[int(DType::Q6_K)] = matmul_quant<quant::dequant_q6_k, sizeof(quant::BlockQ6_K), quant::kQK_K>;
   t.qmatmul[int(DType::Q8_0)] = qmatmul_ref<quant::dot_q8_0_q8_0, quant::kQK>;
   t.qmatmul[int(DType::Q4_0)] = qmatmul_ref<quant::dot_q4_0_q8_0, quant::kQK>;
@@ -651,6 +671,7 @@ void register_matmul(KernelTable& t) {
   t.qmatmul[int(DType::Q5_0)] = qmatmul_ref<quant::dot_q5_0_q8_0, quant::kQK>;
   t.qmatmul[int(DType::Q5_1)] = qmatmul_ref<quant::dot_q5_1_q8_1, quant::kQK>;
   t.qmatmul[int(DType::Q4_K)] = qmatmul_ref<quant::dot_q4_k_q8_k, quant::kQK_K>;
+  t.qmatmul[int(DType::Q5_K)] = qmatmul_ref<quant::dot_q5_k_q8_k, quant::kQK_K>;
   t.qmatmul[int(DType::Q6_K)] = qmatmul_ref<quant::dot_q6_k_q8_k, quant::kQK_K>;
 #else
   t.matmul[int(DType::Q8_0)] = matmul_qkernel<Q8_0W>;
@@ -659,6 +680,7 @@ void register_matmul(KernelTable& t) {
   t.matmul[int(DType::Q5_0)] = matmul_qkernel<Q5_0W>;
   t.matmul[int(DType::Q5_1)] = matmul_qkernel<Q5_1W>;
   t.matmul[int(DType::Q4_K)] = matmul_dequant<qsimd::dequant_q4_k, sizeof(quant::BlockQ4_K), quant::kQK_K>;
+  t.matmul[int(DType::Q5_K)] = matmul_dequant<quant::dequant_q5_k, sizeof(quant::BlockQ5_K), quant::kQK_K>;
   t.matmul[int(DType::Q6_K)] = matmul_dequant<qsimd::dequant_q6_k, sizeof(quant::BlockQ6_K), quant::kQK_K>;
   t.qmatmul[int(DType::Q8_0)] = qdot_kernel<Q8Tile<Q8_0Dot>, 4>;
   t.qmatmul[int(DType::Q4_0)] = qdot_kernel<Q8Tile<Q4_0Dot>, 4>;
@@ -666,6 +688,7 @@ void register_matmul(KernelTable& t) {
   t.qmatmul[int(DType::Q5_0)] = qdot_kernel<Q8Tile<Q5_0Dot>, 4>;
   t.qmatmul[int(DType::Q5_1)] = qdot_kernel<Q8Tile<Q5_1Dot>, 4>;
   t.qmatmul[int(DType::Q4_K)] = qdot_kernel<Q4KTile, 2>;
+  t.qmatmul[int(DType::Q5_K)] = qdot_kernel<Q5KTile, 2>;
   t.qmatmul[int(DType::Q6_K)] = qdot_kernel<Q6KTile, 2>;
 #endif
 }

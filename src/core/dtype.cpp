@@ -49,6 +49,7 @@ constexpr std::array<DTypeTraits, kNumDTypes> kTraits = {{
     {DType::Q6_K, "q6_k", 256, 210, true, common::dequant_q6_k, common::quant_q6_k, DType::Q8_K},
     {DType::Q5_0, "q5_0", 32, 22, true, common::dequant_q5_0, common::quant_q5_0, DType::Q8_0},
     {DType::Q5_1, "q5_1", 32, 24, true, common::dequant_q5_1, common::quant_q5_1, DType::Q8_1},
+    {DType::Q5_K, "q5_k", 256, 176, true, common::dequant_q5_k, common::quant_q5_k, DType::Q8_K},
     {DType::Q8_1, "q8_1", 32, 36, false, common::dequant_q8_1, common::quant_q8_1, DType::Q8_1},
     {DType::Q8_K, "q8_k", 256, 292, false, common::dequant_q8_k, common::quant_q8_k, DType::Q8_K},
 }};

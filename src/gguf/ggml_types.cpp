@@ -25,7 +25,7 @@ const GgmlTypeInfo kTypes[] = {
     {G::Q2_K, "Q2_K", QK_K, 16 + 64 + 4, std::nullopt},        // scales, qs, d, dmin
     {G::Q3_K, "Q3_K", QK_K, 32 + 64 + 12 + 2, std::nullopt},   // hmask, qs, scales, d
     {G::Q4_K, "Q4_K", QK_K, 4 + 12 + 128, DType::Q4_K},       // d, dmin, scales, qs
-    {G::Q5_K, "Q5_K", QK_K, 4 + 12 + 32 + 128, std::nullopt},  // d, dmin, scales, qh, qs
+    {G::Q5_K, "Q5_K", QK_K, 4 + 12 + 32 + 128, DType::Q5_K},  // d, dmin, scales, qh, qs
     {G::Q6_K, "Q6_K", QK_K, 128 + 64 + 16 + 2, DType::Q6_K},  // ql, qh, scales, d
     {G::Q8_K, "Q8_K", QK_K, 4 + 256 + 32, std::nullopt},       // d (f32), qs, bsums
     {G::IQ2_XXS, "IQ2_XXS", QK_K, 2 + 64, std::nullopt},

@@ -459,7 +459,7 @@ void load_checkpoint(const std::string& path, Checkpoint& ck) {
     Tensor view = f.tensor(t);  // throws for types with no runnel dtype
     if (!traits(view.dtype()).is_float)
       f.fail(fmt::format("tensor \"{}\": type {} is not a weight type (F32, F16, BF16, "
-                         "Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q6_K)",
+                         "Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)",
                          t.name, t.type->name),
              t.info_offset);
     const std::string source = fmt::format("{} (GGUF tensor \"{}\")", path, t.name);

@@ -69,12 +69,14 @@ bool find_slot(const model::ArchDescriptor& arch, const std::string& name, Slot*
 // The type a matrix of rows of `cols` elements is written in: `want`, or,
 // when its blocks do not divide the row, the type llama.cpp's quantizer falls
 // back to (tensor_type_fallback: the K-quants to the 32-element type of about
-// their size, Q4_K -> Q5_0, Q6_K -> Q8_0, Q2_K / Q3_K -> Q4_0), else f16.
+// their size, Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, Q2_K / Q3_K -> Q4_0),
+// else f16.
 DType fit_type(DType want, int64_t cols) {
   if (cols % traits(want).block_size == 0) return want;
   std::optional<DType> next;
   switch (want) {
     case DType::Q4_K: next = DType::Q5_0; break;
+    case DType::Q5_K: next = DType::Q5_1; break;
     case DType::Q6_K: next = DType::Q8_0; break;
     default: break;
   }

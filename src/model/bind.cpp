@@ -201,7 +201,7 @@ void Model::Impl::bind(std::optional<DType> dtype, const std::function<void(doub
                               shape_list(need.shape)));
     if (!traits(t.dtype()).is_float)
       throw Error(fmt::format("{}: tensor \"{}\": dtype {} is not supported (f32, f16, bf16, "
-                              "q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q6_k)",
+                              "q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k)",
                               where, shown, dtype_name(t.dtype())));
     DType want = need.role == Role::Matrix ? wdtype : DType::F32;
     // Quantized files mix types (some matrices stay f16 or f32): unless a

@@ -370,7 +370,7 @@ TEST(GgufTypes, BlockSizesFollowThePublishedFormat) {
 
 TEST(GgufModel, QuantizedTensorsWithoutADtypeAreRefused) {
   test::GgufTempDir d;
-  for (GgmlType q : {GgmlType::Q5_K, GgmlType::Q3_K, GgmlType::IQ4_NL}) {
+  for (GgmlType q : {GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::IQ4_NL}) {
     const std::string bytes = test::tiny_llama(q).bytes();
     const gguf::File f = gguf::File::parse(bytes.data(), bytes.size(), "q.gguf");
     const gguf::TensorInfo* t = f.find_tensor("blk.0.attn_q.weight");

@@ -316,7 +316,7 @@ TEST(GgufCorrupt, CliExitsTwoWithOneLine) {
   std::memcpy(huge_kv.data() + 16, &big, 8);
   const Bad bad[] = {{good.substr(0, good.size() / 2), "corrupt.gguf"},
                      {huge_kv, "metadata count"},
-                     {test::tiny_llama(gguf::GgmlType::Q5_K).bytes(), "quantized type Q5_K"}};
+                     {test::tiny_llama(gguf::GgmlType::Q3_K).bytes(), "quantized type Q3_K"}};
   for (const Bad& b : bad) {
     const std::string path = dir.file("corrupt.gguf");
     test::write_bytes(path, b.bytes);

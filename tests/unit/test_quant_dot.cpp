@@ -27,7 +27,7 @@ using test::poisoned;
 using test::random_floats;
 
 const DType kWeightTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0,
-                              DType::Q5_1, DType::Q4_K, DType::Q6_K};
+                              DType::Q5_1, DType::Q4_K, DType::Q5_K, DType::Q6_K};
 
 std::vector<float> dequant(DType dt, const void* blocks, int64_t n) {
   std::vector<float> y = poisoned(size_t(n));

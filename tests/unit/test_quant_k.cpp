@@ -53,6 +53,7 @@ TEST(QuantKTraits, RowsAndGgmlTypes) {
     uint32_t id;
   };
   for (const Row& r : {Row{DType::Q4_K, "q4_k", 144, gguf::GgmlType::Q4_K, 12},
+                       Row{DType::Q5_K, "q5_k", 176, gguf::GgmlType::Q5_K, 13},
                        Row{DType::Q6_K, "q6_k", 210, gguf::GgmlType::Q6_K, 14}}) {
     const DTypeTraits& t = traits(r.dt);
     EXPECT_EQ(t.name, r.name);
@@ -79,7 +80,7 @@ TEST(QuantKTraits, RowsAndGgmlTypes) {
 }
 
 TEST(QuantKTraits, RowsMustBeMultiplesOf256) {
-  for (DType dt : {DType::Q4_K, DType::Q6_K}) {
+  for (DType dt : {DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
     try {
       row_bytes(dt, 4000);
       ADD_FAILURE() << dtype_name(dt) << ": no error for a row of 4000";
@@ -185,7 +186,7 @@ TEST_P(QuantKIsaTest, ConvertMatchesTheReference) {
   k->to_f32[int(DType::Q6_K)](c6.raw.data(), y.data(), 256);
   EXPECT_EQ(y, c6.want);
   const auto x = random_floats(2048, 5, -4, 3);
-  for (DType dt : {DType::Q4_K, DType::Q6_K}) {
+  for (DType dt : {DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
     std::vector<uint8_t> q(row_bytes(dt, 2048), 0);
     k->from_f32[int(dt)](x.data(), q.data(), 2048);
     EXPECT_EQ(q, quantize(dt, x)) << dtype_name(dt);
@@ -200,7 +201,7 @@ TEST_P(QuantKIsaTest, F32ActivationMatmulAgainstScalar) {
   // reference (dequantized weights, double sums): |y - ref| <= 1e-5 * sum |x w|.
   const cpu::KernelTable* ref = cpu::kernels_for(cpu::Isa::Scalar);
   const int64_t kk = 768, n = 5;
-  for (DType dt : {DType::Q4_K, DType::Q6_K}) {
+  for (DType dt : {DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
     ASSERT_NE(k->matmul[int(dt)], nullptr) << dtype_name(dt);
     for (int64_t m : {1, 3, 6}) {
       const auto x = random_floats(size_t(m * kk), uint32_t(m), -2, 2);
@@ -318,7 +319,7 @@ TEST(QuantKQuantize, Q6KErrorBound) {
 
 TEST(QuantKQuantize, ZeroAndNonFiniteBlocksStayDefined) {
   const std::vector<float> zero(512, 0.0f);
-  for (DType dt : {DType::Q4_K, DType::Q6_K}) {
+  for (DType dt : {DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
     const auto q = quantize(dt, zero);
     EXPECT_EQ(dequant(dt, q.data(), 512), zero) << dtype_name(dt);
     std::vector<float> bad(256, 1.0f);

@@ -59,6 +59,7 @@ TYPES = [
     ("q5_0", "LLAMA_FTYPE_MOSTLY_Q5_0", 6),
     ("q5_1", "LLAMA_FTYPE_MOSTLY_Q5_1", 7),
     ("q4_k", "LLAMA_FTYPE_MOSTLY_Q4_K_M", 12),  # pure: every matrix Q4_K
+    ("q5_k", "LLAMA_FTYPE_MOSTLY_Q5_K_M", 13),  # pure: every matrix Q5_K
     ("q6_k", "LLAMA_FTYPE_MOSTLY_Q6_K", 14),
 ]
 
