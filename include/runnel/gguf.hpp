@@ -103,6 +103,7 @@ GgmlType ggml_type_of(DType dtype);
 // 3 "Q4_1", 15 "Q4_K - Medium", 0 "all F32"; "" for values it does not define.
 std::string_view file_type_name(int64_t file_type);
 inline constexpr int64_t kFileTypeQ4_K_M = 15;
+inline constexpr int64_t kFileTypeQ5_K_M = 17;
 
 // A metadata value.  Strings and scalar arrays are views into the file.
 struct Value {
@@ -267,6 +268,7 @@ enum class QuantizeMix : unsigned char {
   None,    // every matrix in QuantizeOptions::type
   Q4_K_M,  // llama.cpp's Q4_K_M: Q4_K, with Q6_K for the LM head and for attn_v
            // (bloom: attn_qkv) and ffn_down of about a third of the layers
+  Q5_K_M,  // llama.cpp's Q5_K_M: the same with Q5_K for the rest
 };
 
 struct QuantizeOptions {

@@ -90,24 +90,27 @@ bool use_more_bits(int64_t layer, int64_t n_layers) {
   return layer < n_layers / 8 || layer >= 7 * n_layers / 8 || (layer - n_layers / 8) % 3 == 2;
 }
 
-// The type llama.cpp's Q4_K_M gives a matrix (llama_tensor_get_type for the
-// tensors of llama, bloom and opt models, which have no experts): Q6_K for
-// the LM head (for a tied head, the token embeddings; Q8_0 when its rows are
-// not whole super-blocks), for attn_v (bloom: attn_qkv) and ffn_down of the
-// layers use_more_bits picks; Q4_K for the rest.
-DType q4_k_m_type(Slot slot, int64_t layer, int64_t n_layers, int64_t cols, bool tied) {
+// The type llama.cpp's Q4_K_M (Q5_K_M) gives a matrix (llama_tensor_get_type
+// for the tensors of llama, bloom and opt models, which have no experts): Q6_K
+// for the LM head (for a tied head, the token embeddings; Q8_0 when its rows
+// are not whole super-blocks), for attn_v (bloom: attn_qkv) and ffn_down of
+// the layers use_more_bits picks; `base` (Q4_K; Q5_K) for the rest.
+DType k_m_type(DType base, Slot slot, int64_t layer, int64_t n_layers, int64_t cols, bool tied) {
   if (slot == Slot::LmHead || (tied && slot == Slot::TokenEmbedding))
     return cols % traits(DType::Q4_K).block_size != 0 ? DType::Q8_0 : DType::Q6_K;
   if ((slot == Slot::VWeight || slot == Slot::QkvWeight || slot == Slot::DownWeight) &&
       use_more_bits(layer, n_layers))
     return DType::Q6_K;
-  return DType::Q4_K;
+  return base;
 }
+
+DType mix_base(QuantizeMix m) { return m == QuantizeMix::Q5_K_M ? DType::Q5_K : DType::Q4_K; }
 
 // general.file_type (llama.cpp's llama_ftype) of a file written with
 // `options`, or -1 when llama.cpp has none for it (pure Q4_K).
 int64_t file_type_of(const QuantizeOptions& options) {
   if (options.mix == QuantizeMix::Q4_K_M) return kFileTypeQ4_K_M;
+  if (options.mix == QuantizeMix::Q5_K_M) return kFileTypeQ5_K_M;
   switch (options.type) {
     case DType::F32: return 0;
     case DType::F16: return 1;
@@ -347,15 +350,23 @@ bool writable(const DTypeTraits& t) {
   return true;
 }
 
-// The types llama.cpp's Q4_K_M writes (with the fallbacks of rows that are
-// not whole super-blocks).
+// The types llama.cpp's Q4_K_M and Q5_K_M write (with the fallbacks of rows
+// that are not whole super-blocks).
 constexpr DType kQ4_K_M_Types[] = {DType::Q4_K, DType::Q6_K, DType::Q5_0, DType::Q8_0};
+constexpr DType kQ5_K_M_Types[] = {DType::Q5_K, DType::Q6_K, DType::Q5_1, DType::Q8_0};
 
-bool have_q4_k_m() {
-  for (DType d : kQ4_K_M_Types)
+template <size_t N>
+bool have_all(const DType (&types)[N]) {
+  for (DType d : types)
     if (!writable(traits(d))) return false;
   return true;
 }
+bool have_q4_k_m() { return have_all(kQ4_K_M_Types); }
+bool have_q5_k_m() { return have_all(kQ5_K_M_Types); }
+bool have_mix(QuantizeMix m) {
+  return m == QuantizeMix::None || (m == QuantizeMix::Q4_K_M ? have_q4_k_m() : have_q5_k_m());
+}
+const char* mix_name(QuantizeMix m) { return m == QuantizeMix::Q5_K_M ? "q5_k_m" : "q4_k_m"; }
 
 // The --type names this build accepts, for messages.
 std::string available_types() {
@@ -365,6 +376,7 @@ std::string available_types() {
     if (writable(t)) out += fmt::format("{}{}", out.empty() ? "" : ", ", t.name);
   }
   if (have_q4_k_m()) out += ", q4_k_m";
+  if (have_q5_k_m()) out += ", q5_k_m";
   return out;
 }
 
@@ -376,8 +388,8 @@ DType quantize_type(std::string_view name, std::string_view what) {
     const DTypeTraits& t = traits(static_cast<DType>(i));
     if (writable(t) && t.name == want) return t.dtype;
   }
-  if (want == "q4_k_m" && have_q4_k_m())
-    throw Error(fmt::format("{}: q4_k_m is a mix of types, not one type", what));
+  if ((want == "q4_k_m" && have_q4_k_m()) || (want == "q5_k_m" && have_q5_k_m()))
+    throw Error(fmt::format("{}: {} is a mix of types, not one type", what, want));
   if (std::find(std::begin(kKnownTypes), std::end(kKnownTypes), want) != std::end(kKnownTypes))
     throw Error(fmt::format("{}: {} is not supported in this build (supported: {})", what, want,
                             available_types()));
@@ -392,12 +404,17 @@ QuantizeOptions quantize_type_or_mix(std::string_view name, std::string_view wha
     o.mix = QuantizeMix::Q4_K_M;
     return o;
   }
+  if (lower(name) == "q5_k_m" && have_q5_k_m()) {
+    o.type = DType::Q5_K;
+    o.mix = QuantizeMix::Q5_K_M;
+    return o;
+  }
   o.type = quantize_type(name, what);
   return o;
 }
 
 std::string quantize_type_name(const QuantizeOptions& options) {
-  if (options.mix == QuantizeMix::Q4_K_M) return "q4_k_m";
+  if (options.mix != QuantizeMix::None) return mix_name(options.mix);
   return std::string(dtype_name(options.type));
 }
 
@@ -413,8 +430,8 @@ QuantizeReport quantize_checkpoint(const Checkpoint& ck, const std::string& out_
   if (!want.is_float || !want.from_float)
     throw Error(fmt::format("quantize: {} is not a weight type", want.name));
   ggml_type_of(options.type);  // throws for dtypes GGUF cannot store
-  if (options.mix == QuantizeMix::Q4_K_M && !have_q4_k_m())
-    throw Error("quantize: q4_k_m is not supported in this build");
+  if (!have_mix(options.mix))
+    throw Error(fmt::format("quantize: {} is not supported in this build", mix_name(options.mix)));
 
   QuantizeReport report;
 
@@ -488,8 +505,8 @@ QuantizeReport quantize_checkpoint(const Checkpoint& ck, const std::string& out_
     if (matrix) {
       ++n_matrices;
       const DType want_here =
-          options.mix == QuantizeMix::Q4_K_M
-              ? q4_k_m_type(slot, layer, c.n_layers, t.dim(-1), c.lm_head == LmHead::Tied)
+          options.mix != QuantizeMix::None
+              ? k_m_type(mix_base(options.mix), slot, layer, c.n_layers, t.dim(-1), c.lm_head == LmHead::Tied)
               : options.type;
       target = fit_type(want_here, t.dim(-1));
       if (target != want_here) fallbacks.push_back({want_here, target, gname.empty() ? name : gname});

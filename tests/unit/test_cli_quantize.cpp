@@ -478,60 +478,65 @@ void write_f32_llama(const std::string& path, int64_t layers, bool tied) {
   w.write(path);
 }
 
-// q4_k_m is llama.cpp's mix: Q4_K, with Q6_K for the LM head (a tied head:
-// the token embeddings) and for attn_v and ffn_down of the layers its
-// use_more_bits picks (of 8 layers: 0, 3, 6 and 7).
-TEST(CliQuantize, Q4KMMixesQ4KAndQ6K) {
-  bool have = true;
-  for (const char* t : {"q4_k", "q6_k"}) {
-    bool found = false;
-    for (int i = 0; i < kNumDTypes; ++i) found = found || dtype_name(DType(i)) == t;
-    have = have && found;
-  }
-  if (!have) GTEST_SKIP() << "no q4_k / q6_k in this build";
-  for (const bool tied : {false, true}) {
-    SCOPED_TRACE(tied ? "tied" : "untied");
-    TempDir tmp;
-    const fs::path src = tmp.path / "f32.gguf", out = tmp.path / "q4_k_m.gguf";
-    write_f32_llama(src.string(), 8, tied);
-    const Result r = run_cli("quantize -m " + quote(src.string()) + " -o " + quote(out.string()) +
-                             " --type q4_k_m");
-    ASSERT_EQ(r.code, 0) << r.err;
-    EXPECT_NE(r.out.find("-> " + out.string() + " (q4_k_m)"), std::string::npos) << r.out;
-    EXPECT_EQ(r.err.find("multiple of"), std::string::npos) << r.err;  // nothing fell back
-    const gguf::File f = gguf::File::open(out.string());
-    EXPECT_EQ(f.get_int("general.file_type"), gguf::kFileTypeQ4_K_M);
-    const std::set<int> more_bits = {0, 3, 6, 7};
-    int n_q4 = 0, n_q6 = 0;
-    for (const gguf::TensorInfo& t : f.tensors()) {
-      if (t.shape.size() == 1) {
-        EXPECT_EQ(t.type->type, gguf::GgmlType::F32) << t.name;
-        continue;
-      }
-      gguf::GgmlType want = gguf::GgmlType::Q4_K;
-      int layer = -1;
-      char part[64] = {};
-      if (std::sscanf(t.name.c_str(), "blk.%d.%63s", &layer, part) == 2) {
-        const std::string p = part;
-        if ((p == "attn_v.weight" || p == "ffn_down.weight") && more_bits.count(layer))
+// q4_k_m and q5_k_m are llama.cpp's mixes: Q4_K (Q5_K), with Q6_K for the LM
+// head (a tied head: the token embeddings) and for attn_v and ffn_down of the
+// layers its use_more_bits picks (of 8 layers: 0, 3, 6 and 7).  Checked once
+// against llama.cpp 0.3.36's quantizer (llama_model_quantize, Q4_K_M and
+// Q5_K_M, not pure) on an 8-layer llama of rows of 256, tied and untied: the
+// same type for every tensor, and the same general.file_type (15, 17).
+TEST(CliQuantize, KMMixesAsLlamaCpp) {
+  struct Mix {
+    const char* name;
+    gguf::GgmlType base;
+    int64_t file_type;
+    const char* type_name;
+  };
+  for (const Mix& mix : {Mix{"q4_k_m", gguf::GgmlType::Q4_K, gguf::kFileTypeQ4_K_M, "Q4_K - Medium"},
+                         Mix{"q5_k_m", gguf::GgmlType::Q5_K, gguf::kFileTypeQ5_K_M, "Q5_K - Medium"}}) {
+    for (const bool tied : {false, true}) {
+      SCOPED_TRACE(std::string(mix.name) + (tied ? " tied" : " untied"));
+      TempDir tmp;
+      const fs::path src = tmp.path / "f32.gguf", out = tmp.path / "mix.gguf";
+      write_f32_llama(src.string(), 8, tied);
+      const Result r = run_cli("quantize -m " + quote(src.string()) + " -o " + quote(out.string()) +
+                               " --type " + mix.name);
+      ASSERT_EQ(r.code, 0) << r.err;
+      EXPECT_NE(r.out.find("-> " + out.string() + " (" + mix.name + ")"), std::string::npos) << r.out;
+      EXPECT_EQ(r.err.find("multiple of"), std::string::npos) << r.err;  // nothing fell back
+      const gguf::File f = gguf::File::open(out.string());
+      EXPECT_EQ(f.get_int("general.file_type"), mix.file_type);
+      const std::set<int> more_bits = {0, 3, 6, 7};
+      int n_base = 0, n_q6 = 0;
+      for (const gguf::TensorInfo& t : f.tensors()) {
+        if (t.shape.size() == 1) {
+          EXPECT_EQ(t.type->type, gguf::GgmlType::F32) << t.name;
+          continue;
+        }
+        gguf::GgmlType want = mix.base;
+        int layer = -1;
+        char part[64] = {};
+        if (std::sscanf(t.name.c_str(), "blk.%d.%63s", &layer, part) == 2) {
+          const std::string p = part;
+          if ((p == "attn_v.weight" || p == "ffn_down.weight") && more_bits.count(layer))
+            want = gguf::GgmlType::Q6_K;
+        } else if (t.name == "output.weight" || (tied && t.name == "token_embd.weight")) {
           want = gguf::GgmlType::Q6_K;
-      } else if (t.name == "output.weight" || (tied && t.name == "token_embd.weight")) {
-        want = gguf::GgmlType::Q6_K;
+        }
+        EXPECT_EQ(t.type->type, want) << t.name;
+        n_base += t.type->type == mix.base;
+        n_q6 += t.type->type == gguf::GgmlType::Q6_K;
       }
-      EXPECT_EQ(t.type->type, want) << t.name;
-      n_q4 += t.type->type == gguf::GgmlType::Q4_K;
-      n_q6 += t.type->type == gguf::GgmlType::Q6_K;
+      EXPECT_EQ(n_q6, 4 + 4 + 1);  // attn_v and ffn_down of 4 layers, the head
+      EXPECT_EQ(n_base, 8 * 7 + 1 - n_q6 + (tied ? 0 : 1));
+      // It loads, is named as llama.cpp names it, and runs.
+      LoadOptions o;
+      o.threads = 2;
+      const auto m = Model::load(out.string(), o);
+      EXPECT_EQ(m->type_name(), mix.type_name);
+      Sequence seq(*m);
+      const std::vector<float> logits = seq.prefill(std::vector<int32_t>{1, 2, 3});
+      for (float x : logits) ASSERT_TRUE(std::isfinite(x));
     }
-    EXPECT_EQ(n_q6, 4 + 4 + 1);  // attn_v and ffn_down of 4 layers, the head
-    EXPECT_EQ(n_q4, 8 * 7 + 1 - n_q6 + (tied ? 0 : 1));
-    // It loads, is named as llama.cpp names it, and runs.
-    LoadOptions o;
-    o.threads = 2;
-    const auto m = Model::load(out.string(), o);
-    EXPECT_EQ(m->type_name(), "Q4_K - Medium");
-    Sequence seq(*m);
-    const std::vector<float> logits = seq.prefill(std::vector<int32_t>{1, 2, 3});
-    for (float x : logits) ASSERT_TRUE(std::isfinite(x));
   }
 }
 

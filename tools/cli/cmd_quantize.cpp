@@ -67,7 +67,7 @@ const Command quantize_cmd("quantize", [](CLI::App& app) {
   app.add_option("-o,--output", a->output, "Output GGUF file")->required();
   app.add_option("--type", a->type,
                  "Type of the matrix weights: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k, "
-                 "or llama.cpp's mix q4_k_m (norms and biases stay f32)")
+                 "or llama.cpp's mixes q4_k_m and q5_k_m (norms and biases stay f32)")
       ->required();
   app.add_option("--tokenizer", a->tokenizer,
                  "Tokenizer to embed (file or folder; default: the model's own or one beside it)");
