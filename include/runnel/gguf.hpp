@@ -98,6 +98,8 @@ struct GgmlTypeInfo {
 const GgmlTypeInfo* ggml_type_info(uint32_t id);
 // The ggml type that stores `dtype` (throws for dtypes GGUF has no type for).
 GgmlType ggml_type_of(DType dtype);
+// The ggml weight types runnel reads, as llama.cpp names them: "F32, F16, ...".
+std::string readable_weight_types();
 
 // The name llama.cpp gives a general.file_type value (its llama_ftype):
 // 3 "Q4_1", 15 "Q4_K - Medium", 0 "all F32"; "" for values it does not define.

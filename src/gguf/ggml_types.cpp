@@ -56,6 +56,13 @@ const GgmlTypeInfo* ggml_type_info(uint32_t id) {
   return nullptr;
 }
 
+std::string readable_weight_types() {
+  std::string out;
+  for (const GgmlTypeInfo& t : kTypes)
+    if (t.dtype && traits(*t.dtype).is_float) out += (out.empty() ? "" : ", ") + std::string(t.name);
+  return out;
+}
+
 GgmlType ggml_type_of(DType dtype) {
   for (const GgmlTypeInfo& t : kTypes)
     if (t.dtype && *t.dtype == dtype) return t.type;

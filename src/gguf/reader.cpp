@@ -533,8 +533,8 @@ const uint8_t* File::tensor_data(const TensorInfo& t) const {
 
 Tensor File::tensor(const TensorInfo& t) const {
   if (!t.type->dtype)
-    throw Error(fmt::format("{}: quantized type {} (tensor {}) is not supported yet", source_,
-                            t.type->name, printable(t.name)));
+    throw Error(fmt::format("{}: quantized type {} (tensor {}) is not supported yet; runnel reads {}",
+                            source_, t.type->name, printable(t.name), readable_weight_types()));
   const uint8_t* p = tensor_data(t);
   return Tensor::view(const_cast<uint8_t*>(p), *t.type->dtype, t.shape.data(), int(t.shape.size()));
 }

@@ -381,7 +381,8 @@ TEST(GgufModel, QuantizedTensorsWithoutADtypeAreRefused) {
     const std::string name(gguf::ggml_type_info(uint32_t(q))->name);
     const std::string want =
         "quantized type " + name + " (tensor blk.0.attn_q.weight) is not supported yet";
-    EXPECT_ERROR_HAS(Model::load(path), "q.gguf", want.c_str());
+    EXPECT_ERROR_HAS(Model::load(path), "q.gguf", want.c_str(),
+                     "; runnel reads F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, BF16");
   }
   // Types with a runnel dtype load as views; this fixture's widened rows then
   // fail the shape check (tests/unit/test_quant.cpp loads real ones).
