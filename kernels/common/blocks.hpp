@@ -541,18 +541,20 @@ RUNNEL_HD inline void fit_q4_k_sub(const float* xs, float& scale, float& min) {
 // against the super-block's f16 d and dmin, each sub-block taking the pair of
 // 6-bit codes (rounded, or one step either side) of least squared error with
 // q recomputed for it.
-RUNNEL_HD inline void quant_q4_k(const float* src, void* dst, int64_t n) {
-  auto* b = static_cast<BlockQ4_K*>(dst);
+template <class Block, int NMAX>
+RUNNEL_HD inline void quant_k_affine(const float* src, void* dst, int64_t n) {
+  auto* b = static_cast<Block*>(dst);
   for (int64_t i = 0; i < n / kQK_K; ++i) {
     const float* x = src + i * kQK_K;
     float scale[8], mins[8];
-    for (int j = 0; j < 8; ++j) fit_q4_k_sub(x + 32 * j, scale[j], mins[j]);
+    for (int j = 0; j < 8; ++j) fit_q4_k_sub<NMAX>(x + 32 * j, scale[j], mins[j]);
     float max_scale = 0, max_min = 0;
     for (int j = 0; j < 8; ++j) {
       max_scale = std::fmax(max_scale, scale[j]);
       max_min = std::fmax(max_min, mins[j]);
     }
     b[i].d = f32_to_f16(max_scale / 63);
+    if constexpr (NMAX == 31) std::memset(b[i].qh, 0, sizeof b[i].qh);
     b[i].dmin = f32_to_f16(max_min / 63);
     const float d = f16_to_f32(b[i].d), dmin = f16_to_f32(b[i].dmin);
     std::memset(b[i].scales, 0, sizeof b[i].scales);
@@ -567,7 +569,7 @@ RUNNEL_HD inline void quant_q4_k(const float* src, void* dst, int64_t n) {
         for (int cm = lm0 - 1; cm <= lm0 + 1; ++cm) {
           if (cs < 0 || cs > 63 || cm < 0 || cm > 63) continue;
           if ((cs != ls0 && !(d > 0)) || (cm != lm0 && !(dmin > 0))) continue;
-          const double e = affine_sq_error(xs, 32, d * float(cs), -(dmin * float(cm)), 0, 15);
+          const double e = affine_sq_error(xs, 32, d * float(cs), -(dmin * float(cm)), 0, NMAX);
           if (best < 0 || e < best) {
             best = e;
             ls = cs;
@@ -584,69 +586,26 @@ RUNNEL_HD inline void quant_q4_k(const float* src, void* dst, int64_t n) {
         b[i].scales[j] |= uint8_t((lm >> 4) << 6);
       }
       int qs[32];
-      affine_sq_error(xs, 32, d * float(ls), -(dmin * float(lm)), 0, 15, qs);
-      for (int t = 0; t < 32; ++t) q[32 * j + t] = uint8_t(qs[t]);
-    }
-    for (int g = 0; g < 4; ++g)
-      for (int l = 0; l < 32; ++l) b[i].qs[32 * g + l] = uint8_t(q[64 * g + l] | (q[64 * g + 32 + l] << 4));
-  }
-}
-
-// Q5_K: as Q4_K with q in [0, 31], each value's fifth bit stored in qh.
-RUNNEL_HD inline void quant_q5_k(const float* src, void* dst, int64_t n) {
-  auto* b = static_cast<BlockQ5_K*>(dst);
-  for (int64_t i = 0; i < n / kQK_K; ++i) {
-    const float* x = src + i * kQK_K;
-    float scale[8], mins[8];
-    for (int j = 0; j < 8; ++j) fit_q4_k_sub<31>(x + 32 * j, scale[j], mins[j]);
-    float max_scale = 0, max_min = 0;
-    for (int j = 0; j < 8; ++j) {
-      max_scale = std::fmax(max_scale, scale[j]);
-      max_min = std::fmax(max_min, mins[j]);
-    }
-    b[i].d = f32_to_f16(max_scale / 63);
-    std::memset(b[i].qh, 0, sizeof b[i].qh);
-    b[i].dmin = f32_to_f16(max_min / 63);
-    const float d = f16_to_f32(b[i].d), dmin = f16_to_f32(b[i].dmin);
-    std::memset(b[i].scales, 0, sizeof b[i].scales);
-    uint8_t q[kQK_K];
-    for (int j = 0; j < 8; ++j) {
-      const float* xs = x + 32 * j;
-      const int ls0 = d > 0 ? round_clamped(scale[j] / d, 0, 63) : 0;
-      const int lm0 = dmin > 0 ? round_clamped(mins[j] / dmin, 0, 63) : 0;
-      int ls = ls0, lm = lm0;
-      double best = -1;
-      for (int cs = ls0 - 1; cs <= ls0 + 1; ++cs) {
-        for (int cm = lm0 - 1; cm <= lm0 + 1; ++cm) {
-          if (cs < 0 || cs > 63 || cm < 0 || cm > 63) continue;
-          if ((cs != ls0 && !(d > 0)) || (cm != lm0 && !(dmin > 0))) continue;
-          const double e = affine_sq_error(xs, 32, d * float(cs), -(dmin * float(cm)), 0, 31);
-          if (best < 0 || e < best) {
-            best = e;
-            ls = cs;
-            lm = cm;
-          }
-        }
-      }
-      if (j < 4) {
-        b[i].scales[j] = uint8_t(ls);
-        b[i].scales[j + 4] = uint8_t(lm);
-      } else {
-        b[i].scales[j + 4] = uint8_t((ls & 0x0f) | ((lm & 0x0f) << 4));
-        b[i].scales[j - 4] |= uint8_t((ls >> 4) << 6);
-        b[i].scales[j] |= uint8_t((lm >> 4) << 6);
-      }
-      int qs[32];
-      affine_sq_error(xs, 32, d * float(ls), -(dmin * float(lm)), 0, 31, qs);
+      affine_sq_error(xs, 32, d * float(ls), -(dmin * float(lm)), 0, NMAX, qs);
       for (int t = 0; t < 32; ++t) q[32 * j + t] = uint8_t(qs[t]);
     }
     for (int g = 0; g < 4; ++g)
       for (int l = 0; l < 32; ++l) {
         const int lo = q[64 * g + l], hi = q[64 * g + 32 + l];
         b[i].qs[32 * g + l] = uint8_t((lo & 0x0f) | ((hi & 0x0f) << 4));
-        b[i].qh[l] = uint8_t(b[i].qh[l] | ((lo >> 4) << (2 * g)) | ((hi >> 4) << (2 * g + 1)));
+        if constexpr (NMAX == 31)
+          b[i].qh[l] = uint8_t(b[i].qh[l] | ((lo >> 4) << (2 * g)) | ((hi >> 4) << (2 * g + 1)));
       }
   }
+}
+
+RUNNEL_HD inline void quant_q4_k(const float* src, void* dst, int64_t n) {
+  quant_k_affine<BlockQ4_K, 15>(src, dst, n);
+}
+
+// Q5_K: as Q4_K with q in [0, 31], each value's fifth bit stored in qh.
+RUNNEL_HD inline void quant_q5_k(const float* src, void* dst, int64_t n) {
+  quant_k_affine<BlockQ5_K, 31>(src, dst, n);
 }
 
 // One Q6_K sub-block of 16: the scale s of x ~ s * q, q in [-32, 31], of

@@ -90,8 +90,9 @@ inline double dot_q5_1_q8_1(const void* w, const void* x, int64_t nb) {
   return s;
 }
 
-inline double dot_q4_k_q8_k(const void* w, const void* x, int64_t nb) {
-  const auto* a = static_cast<const BlockQ4_K*>(w);
+template <class Block, bool Q5>
+inline double dot_k_affine_q8_k(const void* w, const void* x, int64_t nb) {
+  const auto* a = static_cast<const Block*>(w);
   const auto* y = static_cast<const BlockQ8_K*>(x);
   double s = 0;
   for (int64_t i = 0; i < nb; ++i) {
@@ -103,7 +104,8 @@ inline double dot_q4_k_q8_k(const void* w, const void* x, int64_t nb) {
       int isum = 0, xsum = 0;
       for (int l = 0; l < 32; ++l) {
         const uint8_t byte = a[i].qs[32 * g + l];
-        const int q = hi ? byte >> 4 : byte & 0x0f;
+        int q = hi ? byte >> 4 : byte & 0x0f;
+        if constexpr (Q5) q += ((a[i].qh[l] >> j) & 1) * 16;
         const int qx = y[i].qs[32 * j + l];
         isum += q * qx;
         xsum += qx;
@@ -116,31 +118,13 @@ inline double dot_q4_k_q8_k(const void* w, const void* x, int64_t nb) {
   return s;
 }
 
+inline double dot_q4_k_q8_k(const void* w, const void* x, int64_t nb) {
+  return dot_k_affine_q8_k<BlockQ4_K, false>(w, x, nb);
+}
+
 // Q5_K against Q8_K: as Q4_K with the fifth bit of each value from qh.
 inline double dot_q5_k_q8_k(const void* w, const void* x, int64_t nb) {
-  const auto* a = static_cast<const BlockQ5_K*>(w);
-  const auto* y = static_cast<const BlockQ8_K*>(x);
-  double s = 0;
-  for (int64_t i = 0; i < nb; ++i) {
-    int64_t qsum = 0, msum = 0;
-    for (int j = 0; j < 8; ++j) {
-      int sc, m;
-      scale_min_k4(j, a[i].scales, sc, m);
-      const int g = j / 2, hi = j % 2;
-      int isum = 0, xsum = 0;
-      for (int l = 0; l < 32; ++l) {
-        const uint8_t byte = a[i].qs[32 * g + l];
-        const int q = (hi ? byte >> 4 : byte & 0x0f) + ((a[i].qh[l] >> j) & 1) * 16;
-        const int qx = y[i].qs[32 * j + l];
-        isum += q * qx;
-        xsum += qx;
-      }
-      qsum += int64_t(sc) * isum;
-      msum += int64_t(m) * xsum;
-    }
-    s += double(y[i].d) * (double(f16_to_f32(a[i].d)) * double(qsum) - double(f16_to_f32(a[i].dmin)) * double(msum));
-  }
-  return s;
+  return dot_k_affine_q8_k<BlockQ5_K, true>(w, x, nb);
 }
 
 inline double dot_q6_k_q8_k(const void* w, const void* x, int64_t nb) {
